@@ -1,0 +1,94 @@
+"""Atomic file writes and the cache root: nothing half-written is ever mistaken for a finished file."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hierlatent.errors import CorpusError
+
+
+def cache_root() -> Path:
+    """Cache root: ``$HIERLATENT_CACHE`` or ``~/.cache/hierlatent``."""
+    return Path(os.environ.get("HIERLATENT_CACHE") or Path.home() / ".cache" / "hierlatent").expanduser()
+
+
+def _raise_io(path: Path, exc: OSError) -> None:
+    if exc.errno == errno.ENOSPC:
+        raise CorpusError(f"disk full while writing {path}") from exc
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise CorpusError(f"cannot write {path}: {exc.strerror}") from exc
+    raise exc
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        _raise_io(path, exc)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text (UTF-8) atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+class atomic_directory:
+    """Context manager: build a directory under a temp name, rename it into place on success.
+
+    ``with atomic_directory(final) as tmp: ...write into tmp...``. On an exception the temp
+    directory is removed and ``final`` is untouched; an existing ``final`` is replaced.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        except OSError as exc:
+            _raise_io(self.path, exc)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.tmp is not None
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        try:
+            if self.path.exists():
+                old = self.path.with_name(f".{self.path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.path, old)
+                os.replace(self.tmp, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, self.path)
+        except OSError as err:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            _raise_io(self.path, err)
