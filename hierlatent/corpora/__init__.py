@@ -1,0 +1,1 @@
+"""Synthetic corpora with hierarchical latent structure: generators, the on-disk store and its reader."""

@@ -1,0 +1,161 @@
+"""The corpus-generator contract every generator implements, and the checks their constructors share.
+
+A generator is a typed, seedable recipe. Its ``__init__`` signature (with one-line docstrings per
+argument) *is* the config schema that jsonargparse exposes under ``data.generator``; every argument
+is stored on ``self`` under the same name so ``hparams()`` can record it in ``meta.json`` and hash it.
+
+Generation is sharded: a split is a sequence of shards, and ``generate_shard(split, i, context)`` is a
+pure function of (config, split, i, context). That is what makes the output byte-identical whatever
+the number of worker processes, lets shards run in parallel, and lets a killed run resume by keeping
+finished shards. ``prepare_context`` builds per-process read-only state once (e.g. the PCFG test-split
+sentence set that training sentences must avoid). Splits are generated in ``split_order`` so a later
+split's context may read an earlier, finished split from ``corpus_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hierlatent.errors import ConfigError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token strings indexed by id, plus the special tokens' ids (keys ``eos``, ``unk``, ``pad``)."""
+
+    tokens: tuple[str, ...]
+    special: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Smallest unsigned dtype holding every id: uint16, or uint32 when the vocabulary needs it."""
+        if self.size <= 2**16:
+            return np.dtype("<u2")
+        if self.size <= 2**32:
+            return np.dtype("<u4")
+        raise ConfigError(f"vocabulary of {self.size} tokens is too large for uint32 shards")
+
+
+class CorpusGenerator(ABC):
+    """Base class of all corpus generators (select one with ``class_path`` in YAML)."""
+
+    #: short name used in the cache directory name ``<name>-<hash>``
+    name: ClassVar[str] = "corpus"
+    #: order in which splits are generated; a later split's ``prepare_context`` may read earlier ones
+    split_order: ClassVar[tuple[str, ...]] = ("test", "train")
+
+    def __init__(self, seed: int = 0) -> None:
+        """
+        Args:
+            seed: master seed; the whole corpus is a deterministic function of the config and this seed.
+        """
+        self.seed = check_int("seed", seed, minimum=0)
+
+    # -- what subclasses provide -------------------------------------------------------------
+    @abstractmethod
+    def vocabulary(self) -> Vocabulary:
+        """The token strings and special ids (the tokenizer is built from this)."""
+
+    @abstractmethod
+    def shard_counts(self) -> dict[str, int]:
+        """Number of shards per split, e.g. ``{"test": 1, "train": 40}``."""
+
+    @abstractmethod
+    def generate_shard(self, split: str, index: int, context: Any = None) -> np.ndarray:
+        """Token ids of one shard (1-D, starts at a document boundary); a pure function of its inputs."""
+
+    @abstractmethod
+    def expected_tokens(self, split: str) -> int:
+        """Expected (or exact) number of tokens of a split, for progress bars and the disk-space check."""
+
+    @abstractmethod
+    def reference_losses(self) -> dict[str, float]:
+        """Best achievable loss (nats/token) this generator can compute or bound; keys documented per class."""
+
+    def prepare_context(self, corpus_dir: Path, split: str) -> Any:
+        """Per-process read-only state for generating ``split`` (default: none)."""
+        return None
+
+    # -- shared machinery ---------------------------------------------------------------------
+    @classmethod
+    def class_path(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def hparams(self) -> dict[str, Any]:
+        """The constructor arguments, read back from the attributes of the same name."""
+        params = {}
+        for klass in type(self).__mro__:
+            if klass is object or "__init__" not in vars(klass):
+                continue
+            for name in inspect.signature(klass.__init__).parameters:
+                if name not in ("self", "args", "kwargs") and name not in params:
+                    params[name] = _jsonable(getattr(self, name))
+        return dict(sorted(params.items()))
+
+    def config_hash(self) -> str:
+        """Stable 12-hex-digit hash of class path and arguments: the cache directory suffix."""
+        blob = json.dumps({"class_path": self.class_path(), "init_args": self.hparams()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def cache_name(self) -> str:
+        return f"{self.name}-{self.config_hash()}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# -- argument checks: each raises ConfigError naming the field ----------------------------------
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """An integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def check_probability(name: str, value: Any) -> float:
+    """A real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_distribution(name: str, values: Any, atol: float = 1e-6) -> tuple[float, ...]:
+    """A non-empty sequence of probabilities summing to 1."""
+    try:
+        probs = tuple(check_probability(f"{name}[{i}]", v) for i, v in enumerate(values))
+    except TypeError as exc:
+        raise ConfigError(f"{name}: must be a list of probabilities, got {values!r}") from exc
+    if not probs or abs(sum(probs) - 1.0) > atol:
+        raise ConfigError(f"{name}: probabilities must sum to 1, got {sum(probs):.6g}")
+    return probs
