@@ -1,0 +1,1 @@
+"""hierlatent.callbacks package."""

@@ -1,0 +1,1 @@
+"""Slow, obviously-correct per-sentence reference generators: the tests oracle and the benchmarks baseline."""

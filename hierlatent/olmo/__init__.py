@@ -1,0 +1,1 @@
+"""hierlatent.olmo package."""

@@ -1,0 +1,1 @@
+"""hierlatent.probes package."""
