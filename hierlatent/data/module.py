@@ -1,0 +1,253 @@
+"""``CorpusDataModule``: fixed-length token windows from a generated corpus, sharded over DDP ranks and workers.
+
+A split is the concatenation of its shard files (read through ``np.memmap``), so a window may span a shard
+boundary. Training windows are ``context_window`` tokens long and either non-overlapping (``contiguous``:
+the paper's HF ``group_texts`` chunks, visited in a seeded shuffled order) or at seeded random token
+offsets (``random``). Epoch ``e`` is one pass of ``n_tokens // context_window`` windows.
+
+Order. Window *position* ``p`` of epoch ``e`` (``p = 0, 1, ...``) is a pure function of (seed, e, p): a
+keyed Feistel permutation of the window ids for ``contiguous`` (a bijection on ``[0, n)`` computed
+per index, so nothing of size ``n`` is materialised — ``torch.randperm`` would need 0.9 GB per rank per
+epoch for the ~110M windows of the paper-scale corpus), a keyed hash of ``p`` for ``random``. Global step
+``s`` with world size ``W`` and per-device batch ``B`` uses positions ``[s·W·B, (s+1)·W·B)``, rank ``r``
+the block ``[(s·W + r)·B, (s·W + r + 1)·B)``. So the global batch at step ``s`` is the same set of windows
+whatever ``W`` is, as long as ``W·B`` is: the 2-process DDP run sees what a 1-process run with batch
+``2B`` sees. Dataloader workers only fetch: the sampler runs in the main process and the ``DataLoader``
+keeps batch order, so any ``num_workers`` gives the same batches.
+
+Resume. Lightning restores the loop counters, then re-creates the train dataloader and counts the batches
+already done in the epoch, expecting the loader to yield only the rest. ``state_dict()`` (stored in the
+checkpoint by Lightning) records the next (epoch, window position); ``train_dataloader()`` starts its
+sampler there once, while ``len()`` stays the full epoch length that Lightning's counters expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from hierlatent.corpora.base import CorpusGenerator, check_int
+from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
+from hierlatent.data.windows import TokenWindows, _identity
+from hierlatent.errors import ConfigError
+
+SAMPLINGS = ("contiguous", "random")
+
+
+class CorpusDataModule(pl.LightningDataModule):
+    """Token windows of a generated corpus for training (train split) and validation/test (test split)."""
+
+    def __init__(
+        self,
+        generator: CorpusGenerator,
+        context_window: int = 512,
+        batch_size: int = 8,
+        sampling: Literal["contiguous", "random"] = "contiguous",
+        num_workers: int = 0,
+        seed: int = 0,
+        generation_workers: int = 0,
+        val_windows: int | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = True,
+    ) -> None:
+        """
+        Args:
+            generator: the corpus recipe (``class_path`` + ``init_args``); the corpus is generated once and cached.
+            context_window: tokens per training/validation window (the model's sequence length).
+            batch_size: windows per batch per device (the global batch is world_size × batch_size).
+            sampling: ``contiguous``: non-overlapping windows in a seeded shuffled order; ``random``: windows at seeded random token offsets.
+            num_workers: dataloader worker processes per device (0 = load in the main process).
+            seed: seed of the window order (epoch e uses a permutation keyed by seed and e).
+            generation_workers: processes for corpus generation (0 = all cores).
+            val_windows: cap on the validation/test windows taken from the test split (None = all).
+            pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+            drop_last: drop the last incomplete global batch of an epoch.
+        """
+        super().__init__()
+        if not isinstance(generator, CorpusGenerator):
+            raise ConfigError(f"data.generator: must be a CorpusGenerator, got {type(generator).__name__}")
+        self.generator = generator
+        self.context_window = check_int("data.context_window", context_window, minimum=1)
+        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"data.sampling: must be one of {SAMPLINGS}, got {sampling!r}")
+        self.sampling = sampling
+        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
+        self.seed = check_int("data.seed", seed, minimum=0)
+        self.generation_workers = check_int("data.generation_workers", generation_workers, minimum=0)
+        self.val_windows = None if val_windows is None else check_int("data.val_windows", val_windows, minimum=1)
+        for name, value in (("pin_memory", pin_memory), ("drop_last", drop_last)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"data.{name}: must be true or false, got {value!r}")
+        self.pin_memory, self.drop_last = pin_memory, drop_last
+        vocabulary = generator.vocabulary()
+        self.vocab_size: int = vocabulary.size
+        self.special: dict[str, int] = dict(vocabulary.special)
+        self.save_hyperparameters(ignore=["generator"])
+        self._corpus: Any = None
+        self.train_windows: TokenWindows | None = None
+        self.test_windows: TokenWindows | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, global window position) from a checkpoint
+        self._train_sampler: TrainWindowSampler | None = None
+
+    # -- corpus ---------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate the corpus into the cache (instant when it already exists). Lightning runs it once per node."""
+        from hierlatent.corpora.store import build_corpus
+
+        build_corpus(self.generator, workers=self.generation_workers)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the corpus and check it fills at least one window per rank for train and for validation.
+
+        Args:
+            stage: Lightning stage (``fit``, ``validate``, ``test``, ``predict``); all open both splits.
+        """
+        if self._corpus is None:
+            from hierlatent.corpora.store import corpus_dir, open_corpus
+
+            corpus = open_corpus(corpus_dir(self.generator))
+            if corpus.vocab_size != self.vocab_size:
+                raise ConfigError(
+                    f"data.generator: corpus at {corpus.path} has vocab_size {corpus.vocab_size}, generator says {self.vocab_size}"
+                )
+            self.attach(
+                TokenWindows.from_corpus(corpus, "train", self.context_window),
+                TokenWindows.from_corpus(corpus, "test", self.context_window),
+                corpus,
+            )
+
+    def attach(self, train: TokenWindows, test: TokenWindows, corpus: Any = None) -> None:
+        """Use the given windows (``setup`` calls this with the opened corpus; tests may pass arrays).
+
+        Args:
+            train: windows over the train split.
+            test: windows over the test split (validation, test and held-out windows).
+            corpus: the ``Corpus`` they come from, if any.
+        """
+        world, _ = self._world()
+        T = self.context_window
+        need = world * self.batch_size if self.drop_last else world
+        if len(train) < need:
+            raise ConfigError(
+                f"data.context_window: the train split ({train.n_tokens} tokens) holds {len(train)} windows of {T}"
+                f" tokens, fewer than the {need} needed for one batch on each of {world} rank(s)"
+                f" (data.batch_size={self.batch_size}); use a smaller context_window or batch_size or a larger corpus"
+            )
+        n_val = len(test) if self.val_windows is None else min(self.val_windows, len(test))
+        if n_val < world:
+            field = "data.context_window" if len(test) < world else "data.val_windows"
+            raise ConfigError(
+                f"{field}: the test split ({test.n_tokens} tokens) gives {n_val} validation windows of {T} tokens,"
+                f" fewer than one per rank ({world} ranks)"
+            )
+        self._corpus, self.train_windows, self.test_windows = corpus, train, test
+
+    @property
+    def corpus(self) -> Any:
+        """The opened ``hierlatent.corpora.store.Corpus`` (after ``setup``)."""
+        self._require_setup()
+        return self._corpus
+
+    @property
+    def reference_losses(self) -> dict[str, float]:
+        """Best achievable losses (nats/token) recorded in the corpus meta (after ``setup``)."""
+        return dict(self.corpus.reference_losses)
+
+    # -- dataloaders -----------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        """Training windows, this rank's share of each global batch, starting where a restored checkpoint stopped."""
+        self._require_setup()
+        world, rank = self._world()
+        epoch, position = self._resume or (0, 0)
+        if position % (world * self.batch_size):
+            raise ConfigError(
+                f"data.batch_size: the checkpoint stopped at window {position} of epoch {epoch}, not a multiple of the"
+                f" global batch {world}×{self.batch_size}; resume with the same world_size × batch_size"
+            )
+        self._train_sampler = TrainWindowSampler(
+            self.train_windows.n_tokens, self.context_window, self.batch_size, sampling=self.sampling,
+            seed=self.seed, num_replicas=world, rank=rank, drop_last=self.drop_last, epoch=epoch,
+            start_position=position,
+        )
+        return self._loader(self.train_windows, self._train_sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Evenly spaced non-overlapping windows of the test split (capped by ``val_windows``), dealt to ranks."""
+        self._require_setup()
+        world, rank = self._world()
+        sampler = EvalWindowSampler(self.test_windows.n_tokens, self.context_window, self.val_windows, world, rank)
+        return self._loader(self.test_windows, sampler)
+
+    def test_dataloader(self) -> DataLoader:
+        """Same windows as ``val_dataloader``."""
+        return self.val_dataloader()
+
+    def _loader(self, windows: TokenWindows, sampler: Any) -> DataLoader:
+        return DataLoader(
+            windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            collate_fn=_identity, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        )
+
+    def heldout_windows(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` windows of the test split at seeded random offsets (identical on every rank): LongTensor[n, T].
+
+        Args:
+            n: number of windows.
+            seed: seed of the offsets.
+        """
+        self._require_setup()
+        n = check_int("n", n, minimum=1)
+        generator = torch.Generator().manual_seed(int(seed))
+        high = self.test_windows.n_tokens - self.context_window + 1
+        offsets = torch.randint(0, high, (n,), generator=generator).numpy()
+        return torch.from_numpy(self.test_windows.read(offsets).astype(np.int64))
+
+    # -- resume ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where the next training batch starts: ``{"epoch", "position" (global window index), ...}``."""
+        nxt = self._next_position()
+        if nxt is None:
+            return {}
+        world, _ = self._world()
+        return {"epoch": nxt[0], "position": nxt[1], "global_batch": world * self.batch_size,
+                "seed": self.seed, "sampling": self.sampling, "context_window": self.context_window}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training position saved by ``state_dict`` (Lightning calls it before ``train_dataloader``).
+
+        Args:
+            state_dict: the dict returned by ``state_dict``.
+        """
+        if state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["position"]))
+
+    def _next_position(self) -> tuple[int, int] | None:
+        trainer = self._trainer
+        if trainer is None or self._train_sampler is None:
+            return self._resume
+        fit = trainer.fit_loop
+        # During epoch e, epoch_progress.current.started is e + 1 (also in the epoch-end hooks and after fit).
+        started = fit.epoch_progress.current.started
+        if started == 0:
+            return self._resume or (0, 0)
+        done = fit.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            return started, 0
+        return started - 1, done * self._train_sampler.num_replicas * self.batch_size
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        if self._trainer is not None:
+            return self._trainer.world_size, self._trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _require_setup(self) -> None:
+        if self.train_windows is None:
+            raise RuntimeError("CorpusDataModule: call prepare_data() and setup() first")

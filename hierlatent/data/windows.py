@@ -1,0 +1,103 @@
+"""Reading fixed-length token windows from a split: the concatenation of its shards, read through memmaps.
+
+A window may span a shard boundary. Shards are opened lazily once per process, so a ``TokenWindows``
+pickles cheaply into dataloader workers (memmaps are reopened there, never sent).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+# -- reading windows ------------------------------------------------------------------------------
+def _open_corpus_split(corpus_path: str, split: str) -> list[np.ndarray]:
+    from hierlatent.corpora.store import open_corpus
+
+    return list(open_corpus(Path(corpus_path)).memmaps(split))
+
+
+def _given_arrays(arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    return list(arrays)
+
+
+def _identity(batch: Any) -> Any:
+    """``collate_fn``: ``TokenWindows.__getitems__`` already returns the collated batch."""
+    return batch
+
+
+class TokenWindows(Dataset):
+    """Windows of ``context_window`` tokens at given start offsets of one split (its shards concatenated).
+
+    Indexed by *token offset*: ``dataset[o]`` is tokens ``[o, o + T)`` of the split. ``__getitems__`` reads
+    a whole batch into one array (the ``DataLoader`` uses it). Shards are opened lazily, once per process,
+    so the dataset pickles cheaply into spawned workers (memmaps are not sent).
+    """
+
+    def __init__(self, open_shards: Callable[[], list[np.ndarray]], lengths: Sequence[int], context_window: int):
+        """
+        Args:
+            open_shards: picklable callable returning the split's shards (1-D arrays or memmaps) in order.
+            lengths: number of tokens of each shard.
+            context_window: window length T in tokens.
+        """
+        self.open_shards = open_shards
+        self.bounds = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))])
+        self.context_window = int(context_window)
+        self._shards: list[np.ndarray] | None = None
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[np.ndarray], context_window: int) -> TokenWindows:
+        """Windows over in-memory 1-D arrays (tests, small corpora)."""
+        arrays = tuple(np.asarray(a) for a in arrays)
+        return cls(functools.partial(_given_arrays, arrays), [len(a) for a in arrays], context_window)
+
+    @classmethod
+    def from_corpus(cls, corpus: Any, split: str, context_window: int) -> TokenWindows:
+        """Windows over a split of a ``hierlatent.corpora.store.Corpus`` (memmaps opened lazily per process)."""
+        lengths = [len(m) for m in corpus.memmaps(split)]
+        return cls(functools.partial(_open_corpus_split, str(corpus.path), split), lengths, context_window)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_shards": None}
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.bounds[-1])
+
+    def __len__(self) -> int:
+        """Number of non-overlapping windows."""
+        return self.n_tokens // self.context_window
+
+    def shards(self) -> list[np.ndarray]:
+        if self._shards is None:
+            self._shards = self.open_shards()
+        return self._shards
+
+    def read(self, offsets: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Tokens of the windows starting at ``offsets``: array [len(offsets), T] of the shard dtype."""
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        T, shards = self.context_window, self.shards()
+        if offsets.size and (offsets.min() < 0 or offsets.max() + T > self.n_tokens):
+            raise IndexError(f"window offsets must lie in [0, {self.n_tokens - T}], got {offsets.min()}..{offsets.max()}")
+        out = np.empty((offsets.size, T), dtype=shards[0].dtype if shards else np.int64)
+        first = np.searchsorted(self.bounds, offsets, side="right") - 1
+        for row, (off, s) in enumerate(zip(offsets.tolist(), first.tolist())):
+            pos, filled = off - int(self.bounds[s]), 0
+            while filled < T:  # usually one slice; more only when the window spans shard boundaries
+                chunk = shards[s][pos : pos + T - filled]
+                out[row, filled : filled + len(chunk)] = chunk
+                filled, s, pos = filled + len(chunk), s + 1, 0
+        return out
+
+    def __getitem__(self, offset: int) -> torch.Tensor:
+        return torch.from_numpy(self.read([offset])[0].astype(np.int64))
+
+    def __getitems__(self, offsets: list[int]) -> dict[str, torch.Tensor]:
+        return {"input_ids": torch.from_numpy(self.read(offsets).astype(np.int64))}  # [B, T]
