@@ -97,6 +97,8 @@ class CorpusDataModule(pl.LightningDataModule):
     # -- corpus ---------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Generate the corpus into the cache (instant when it already exists). Lightning runs it once per node."""
+        if self.train_windows is not None:  # windows already attached (``attach``): nothing to build
+            return
         from hierlatent.corpora.store import build_corpus
 
         build_corpus(self.generator, workers=self.generation_workers)
@@ -107,7 +109,7 @@ class CorpusDataModule(pl.LightningDataModule):
         Args:
             stage: Lightning stage (``fit``, ``validate``, ``test``, ``predict``); all open both splits.
         """
-        if self._corpus is None:
+        if self.train_windows is None:
             from hierlatent.corpora.store import corpus_dir, open_corpus
 
             corpus = open_corpus(corpus_dir(self.generator))
@@ -120,6 +122,7 @@ class CorpusDataModule(pl.LightningDataModule):
                 TokenWindows.from_corpus(corpus, "test", self.context_window),
                 corpus,
             )
+        self._check_fits(self.train_windows, self.test_windows)  # again: the world size may have changed
 
     def attach(self, train: TokenWindows, test: TokenWindows, corpus: Any = None) -> None:
         """Use the given windows (``setup`` calls this with the opened corpus; tests may pass arrays).
@@ -129,6 +132,10 @@ class CorpusDataModule(pl.LightningDataModule):
             test: windows over the test split (validation, test and held-out windows).
             corpus: the ``Corpus`` they come from, if any.
         """
+        self._check_fits(train, test)
+        self._corpus, self.train_windows, self.test_windows = corpus, train, test
+
+    def _check_fits(self, train: TokenWindows, test: TokenWindows) -> None:
         world, _ = self._world()
         T = self.context_window
         need = world * self.batch_size if self.drop_last else world
@@ -145,7 +152,6 @@ class CorpusDataModule(pl.LightningDataModule):
                 f"{field}: the test split ({test.n_tokens} tokens) gives {n_val} validation windows of {T} tokens,"
                 f" fewer than one per rank ({world} ranks)"
             )
-        self._corpus, self.train_windows, self.test_windows = corpus, train, test
 
     @property
     def corpus(self) -> Any:
@@ -227,7 +233,7 @@ class CorpusDataModule(pl.LightningDataModule):
             self._resume = (int(state_dict["epoch"]), int(state_dict["position"]))
 
     def _next_position(self) -> tuple[int, int] | None:
-        trainer = self._trainer
+        trainer = self.trainer
         if trainer is None or self._train_sampler is None:
             return self._resume
         fit = trainer.fit_loop
@@ -242,8 +248,8 @@ class CorpusDataModule(pl.LightningDataModule):
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
-        if self._trainer is not None:
-            return self._trainer.world_size, self._trainer.global_rank
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0

@@ -1,0 +1,88 @@
+"""Shared fixtures for the data-pipeline tests: a position-coded corpus and a module that records its batches.
+
+Token ``p`` of the train split is ``p`` itself (test split: ``TEST_BASE + p``), so the first token of a
+window *is* its offset: tests can check exactly which windows each rank, worker and step saw.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary
+from hierlatent.data import CorpusDataModule, TokenWindows
+
+TEST_BASE = 40000
+TRAIN_SHARDS = (700, 0, 1301, 999)  # uneven, one empty: windows span shard boundaries
+TEST_SHARDS = (500, 623)
+
+
+class PositionCorpus(CorpusGenerator):
+    """Test generator: token = position in the split (train) or ``TEST_BASE`` + position (test)."""
+
+    name = "position"
+
+    def __init__(self, seed: int = 0) -> None:
+        """
+        Args:
+            seed: unused (the corpus is a fixed function of position).
+        """
+        super().__init__(seed)
+
+    def vocabulary(self) -> Vocabulary:
+        size = TEST_BASE + sum(TEST_SHARDS) + 3
+        tokens = tuple(f"t{i}" for i in range(size - 3)) + ("[EOS]", "[UNK]", "[PAD]")
+        return Vocabulary(tokens, {"eos": size - 3, "unk": size - 2, "pad": size - 1})
+
+    def shard_counts(self) -> dict[str, int]:
+        return {"train": len(TRAIN_SHARDS), "test": len(TEST_SHARDS)}
+
+    def generate_shard(self, split: str, index: int, context: object = None) -> np.ndarray:
+        sizes = TRAIN_SHARDS if split == "train" else TEST_SHARDS
+        base = 0 if split == "train" else TEST_BASE
+        start = base + sum(sizes[:index])
+        return np.arange(start, start + sizes[index], dtype=np.uint16)
+
+    def expected_tokens(self, split: str) -> int:
+        return sum(TRAIN_SHARDS if split == "train" else TEST_SHARDS)
+
+    def reference_losses(self) -> dict[str, float]:
+        return {"zero": 0.0}
+
+
+def split_arrays(split: str) -> list[np.ndarray]:
+    gen = PositionCorpus()
+    return [gen.generate_shard(split, i) for i in range(gen.shard_counts()[split])]
+
+
+def attached_module(**kwargs) -> CorpusDataModule:
+    """A data module over in-memory ``PositionCorpus`` arrays (no corpus store needed)."""
+    dm = CorpusDataModule(PositionCorpus(), **kwargs)
+    dm.attach(
+        TokenWindows.from_arrays(split_arrays("train"), dm.context_window),
+        TokenWindows.from_arrays(split_arrays("test"), dm.context_window),
+    )
+    return dm
+
+
+class Recorder(pl.LightningModule):
+    """Trivial model that records the first token (= offset) of every window it trains on, per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[list[int]] = []
+        self.val_seen: list[int] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        ids = batch["input_ids"]
+        assert ids.dtype == torch.long and ids.ndim == 2
+        self.seen.append(ids[:, 0].tolist())
+        return (self.w - ids.float().mean()).pow(2)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_seen.extend(batch["input_ids"][:, 0].tolist())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)

@@ -1,0 +1,263 @@
+"""Data pipeline: keyed permutation, window reading across shards, rank/worker sharding, resume, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from _data_helpers import TEST_BASE, TRAIN_SHARDS, PositionCorpus, attached_module, split_arrays
+from hierlatent.data import (
+    CorpusDataModule,
+    EvalWindowSampler,
+    TokenWindows,
+    TrainWindowSampler,
+    epoch_key,
+    feistel_permutation,
+    random_offsets,
+)
+from hierlatent.errors import ConfigError
+
+N_TRAIN = sum(TRAIN_SHARDS)
+
+
+# -- keyed permutation ------------------------------------------------------------------------------
+def _feistel_reference(x: int, n: int, key: int) -> int:
+    """Scalar pure-Python Feistel + cycle walking (Python ints, explicit masks): the oracle."""
+    m64 = (1 << 64) - 1
+
+    def mix(z: int) -> int:
+        z = (z + 0x9E3779B97F4A7C15) & m64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        return z ^ (z >> 31)
+
+    half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    mask = (1 << half) - 1
+    keys = [mix(key + i) for i in range(6)]
+    while True:
+        left, right = x >> half, x & mask
+        for k in keys:
+            left, right = right, left ^ (mix(right ^ k) & mask)
+        x = (left << half) | right
+        if x < n:
+            return x
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 100, 1000, 4097])
+def test_feistel_is_a_permutation_and_matches_reference(n):
+    key = epoch_key(3, 1, 0)
+    perm = feistel_permutation(np.arange(n), n, key)
+    assert sorted(perm.tolist()) == list(range(n))
+    sample = np.arange(0, n, max(1, n // 50))
+    assert perm[sample].tolist() == [_feistel_reference(int(x), n, key) for x in sample]
+
+
+def test_feistel_depends_on_key_and_shuffles():
+    n = 1000
+    a = feistel_permutation(np.arange(n), n, epoch_key(0, 0, 0))
+    b = feistel_permutation(np.arange(n), n, epoch_key(0, 1, 0))
+    c = feistel_permutation(np.arange(n), n, epoch_key(1, 0, 0))
+    assert (a != b).mean() > 0.9 and (a != c).mean() > 0.9
+    # a shuffle, not a near-identity: few fixed points and no strong correlation with the index
+    assert (a == np.arange(n)).sum() < 10
+    assert abs(np.corrcoef(a, np.arange(n))[0, 1]) < 0.15
+
+
+def test_random_offsets_in_range_and_spread():
+    off = random_offsets(np.arange(20000), 777, epoch_key(0, 0, 1))
+    assert off.min() >= 0 and off.max() < 777
+    counts = np.bincount(off, minlength=777)
+    assert counts.min() > 0  # ~26 expected per offset
+
+
+# -- reading windows ----------------------------------------------------------------------------------
+def test_window_contents_equal_concatenated_split_across_shards():
+    arrays = split_arrays("train")
+    concat = np.concatenate(arrays)
+    windows = TokenWindows.from_arrays(arrays, 64)
+    offsets = [0, 650, 690, 700, 1990, 2001, N_TRAIN - 64]  # 650..714 spans the 700 boundary and the empty shard
+    got = windows.read(offsets)
+    assert got.shape == (len(offsets), 64)
+    for row, off in zip(got, offsets):
+        np.testing.assert_array_equal(row, concat[off : off + 64])
+    batch = windows.__getitems__(offsets)
+    assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == (len(offsets), 64)
+    assert len(windows) == N_TRAIN // 64
+    with pytest.raises(IndexError):
+        windows.read([N_TRAIN - 63])
+
+
+def test_memmap_shards_pickle_without_memmaps(tmp_path):
+    import pickle
+
+    paths = []
+    for i, a in enumerate(split_arrays("train")):
+        paths.append(tmp_path / f"shard-{i}.bin")
+        a.tofile(paths[-1])
+
+    windows = TokenWindows(_OpenMemmaps(paths), TRAIN_SHARDS, 32)
+    assert windows.read([690])[0, 0] == 690
+    clone = pickle.loads(pickle.dumps(windows))
+    assert clone._shards is None and clone.read([690])[0].tolist() == list(range(690, 722))
+
+
+class _OpenMemmaps:
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+
+    def __call__(self):
+        # np.memmap cannot map an empty file: an empty shard is an empty array
+        return [np.memmap(p, dtype=np.uint16, mode="r") if os.path.getsize(p) else np.zeros(0, np.uint16) for p in self.paths]
+
+
+# -- samplers -------------------------------------------------------------------------------------------
+def _epoch(sampler: TrainWindowSampler, epoch: int = 0) -> list[int]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_contiguous_epoch_visits_every_window_once():
+    T = 16
+    s = TrainWindowSampler(N_TRAIN, T, 5, drop_last=False, seed=1)
+    offs = _epoch(s)
+    assert len(offs) == len(s) == N_TRAIN // T
+    assert sorted(offs) == list(range(0, (N_TRAIN // T) * T, T))
+    assert offs != sorted(offs)  # shuffled
+    assert _epoch(s, 1) != offs and sorted(_epoch(s, 1)) == sorted(offs)
+    assert _epoch(s, 0) == offs  # deterministic per (seed, epoch)
+    assert _epoch(TrainWindowSampler(N_TRAIN, T, 5, drop_last=False, seed=2)) != offs
+
+
+def test_random_sampling_uses_arbitrary_offsets():
+    T = 16
+    s = TrainWindowSampler(N_TRAIN, T, 4, sampling="random", seed=0)
+    offs = _epoch(s)
+    assert len(offs) == (N_TRAIN // T) // 4 * 4
+    assert min(offs) >= 0 and max(offs) <= N_TRAIN - T
+    assert sum(o % T != 0 for o in offs) > len(offs) // 2  # not aligned to the window grid
+    assert _epoch(s, 0) == offs and _epoch(s, 1) != offs
+
+
+@pytest.mark.parametrize("sampling", ["contiguous", "random"])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_ranks_disjoint_and_global_batch_matches_single_device(sampling, drop_last):
+    T, B, W = 16, 3, 2
+    single = TrainWindowSampler(N_TRAIN, T, W * B, sampling=sampling, seed=5, drop_last=drop_last)
+    ranks = [
+        TrainWindowSampler(N_TRAIN, T, B, sampling=sampling, seed=5, num_replicas=W, rank=r, drop_last=drop_last)
+        for r in range(W)
+    ]
+    assert len({len(r) for r in ranks}) == 1  # every rank runs the same number of steps
+    batches_single = _batches(list(single), W * B)
+    batches_ranks = [_batches(list(r), B) for r in ranks]
+    assert len(batches_single) == len(batches_ranks[0])
+    for step, global_batch in enumerate(batches_single):
+        parts = [b[step] for b in batches_ranks]
+        union = parts[0] + parts[1]
+        if drop_last or step < len(batches_single) - 1:
+            assert sorted(union) == sorted(global_batch)
+            if sampling == "contiguous":
+                assert not set(parts[0]) & set(parts[1])
+        else:  # the incomplete last batch is split evenly; padding repeats windows from the epoch start
+            assert set(global_batch) <= set(union) and abs(len(parts[0]) - len(parts[1])) == 0
+
+
+def _batches(offsets: list[int], size: int) -> list[list[int]]:
+    return [offsets[i : i + size] for i in range(0, len(offsets), size)]
+
+
+def test_sampler_resume_starts_mid_epoch_once():
+    T, B = 16, 4
+    full = list(TrainWindowSampler(N_TRAIN, T, B, seed=3))
+    resumed = TrainWindowSampler(N_TRAIN, T, B, seed=3, epoch=0, start_position=5 * B)
+    assert len(resumed) == len(full)  # Lightning's epoch length is unchanged
+    assert list(resumed) == full[5 * B :]
+    assert list(resumed) == full  # the start applies to the first iteration only
+    with pytest.raises(ValueError):
+        TrainWindowSampler(N_TRAIN, T, B, start_position=3)
+
+
+def test_eval_sampler_spreads_and_shards_without_duplicates():
+    T = 16
+    one = list(EvalWindowSampler(1123, T, n=None))
+    assert one == [i * T for i in range(1123 // T)]
+    ranks = [list(EvalWindowSampler(1123, T, n=31, num_replicas=2, rank=r)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 15
+    assert not set(ranks[0]) & set(ranks[1])
+    everything = sorted(ranks[0] + ranks[1])
+    assert everything[0] == 0 and everything[-1] > 1123 - 4 * T  # spread over the whole split
+
+
+# -- the data module ---------------------------------------------------------------------------------------
+def test_construction_is_cheap_and_exposes_vocabulary():
+    dm = CorpusDataModule(PositionCorpus(), context_window=16, batch_size=4)
+    vocab = PositionCorpus().vocabulary()
+    assert dm.vocab_size == vocab.size and dm.special == vocab.special
+    assert dm.train_windows is None  # nothing generated or opened
+    with pytest.raises(RuntimeError):
+        dm.train_dataloader()
+
+
+def test_train_batches_are_windows_of_the_split():
+    dm = attached_module(context_window=16, batch_size=4, seed=7)
+    concat = np.concatenate(split_arrays("train"))
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.train_dataloader()) == (N_TRAIN // 16) // 4
+    for batch in batches:
+        ids = batch["input_ids"]
+        assert ids.shape == (4, 16) and ids.dtype == torch.long
+        for row in ids.numpy():
+            np.testing.assert_array_equal(row, concat[row[0] : row[0] + 16])
+
+
+@pytest.mark.parametrize("sampling", ["contiguous", "random"])
+def test_two_workers_give_the_same_batches_as_zero(sampling):
+    kw = dict(context_window=16, batch_size=4, sampling=sampling, seed=11)
+    plain = [b["input_ids"] for b in attached_module(num_workers=0, **kw).train_dataloader()]
+    loader = attached_module(num_workers=2, **kw).train_dataloader()
+    assert loader.persistent_workers
+    workers = [b["input_ids"] for b in loader]
+    assert len(plain) == len(workers)
+    assert all(torch.equal(a, b) for a, b in zip(plain, workers))
+
+
+def test_val_dataloader_capped_and_heldout_windows_seeded():
+    dm = attached_module(context_window=16, batch_size=4, val_windows=10)
+    val = torch.cat([b["input_ids"] for b in dm.val_dataloader()])
+    assert val.shape == (10, 16) and (val[:, 0] >= TEST_BASE).all()
+    assert torch.equal(val[:, 1:] - val[:, :-1], torch.ones(10, 15, dtype=torch.long))
+    held = dm.heldout_windows(100, seed=3)
+    assert held.shape == (100, 16) and held.dtype == torch.long and (held >= TEST_BASE).all()
+    assert torch.equal(held, dm.heldout_windows(100, seed=3))
+    assert not torch.equal(held, dm.heldout_windows(100, seed=4))
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(context_window=0), "data.context_window"),
+        (dict(context_window=2.5), "data.context_window"),
+        (dict(batch_size=0), "data.batch_size"),
+        (dict(sampling="strided"), "data.sampling"),
+        (dict(num_workers=-1), "data.num_workers"),
+        (dict(seed=-2), "data.seed"),
+        (dict(generation_workers=-1), "data.generation_workers"),
+        (dict(val_windows=0), "data.val_windows"),
+        (dict(drop_last="yes"), "data.drop_last"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        CorpusDataModule(PositionCorpus(), **kwargs)
+
+
+def test_bad_generator_and_too_small_corpus():
+    with pytest.raises(ConfigError, match="data.generator"):
+        CorpusDataModule(object())
+    with pytest.raises(ConfigError, match="data.context_window"):
+        attached_module(context_window=2048, batch_size=1)  # the 1123-token test split has no window
+    with pytest.raises(ConfigError, match="data.context_window"):
+        attached_module(context_window=512, batch_size=8)  # 5 train windows < one batch of 8
