@@ -1,0 +1,168 @@
+"""``hierlatent plot``: the paper's figures from fit runs and probe-olmo output.
+
+``main(argv)`` is called by the top-level CLI with the arguments after ``plot``; the flags are built by
+jsonargparse from the signature and docstring of `plot`, so ``--help`` and ``--config plot.yaml`` work
+like the rest of the app. List flags also take plain values: ``--runs a b`` and ``--runs a --runs b``
+both mean ``--runs '[a, b]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from hierlatent.errors import ConfigError, HierlatentError
+
+FIGURES = ("fig2_loss", "fig3_induction", "fig3b_standard_induction", "fig4_hydra", "fig4b_hydra_k2", "fig5a_function_vectors")
+_LIST_FLAGS = ("--runs", "--formats", "--figures")
+
+
+def plot(
+    runs: list[Path] = [],
+    olmo: Path | None = None,
+    olmo_loss_csv: Path | None = None,
+    output_dir: Path = Path("figures"),
+    formats: list[str] = ["png", "pdf"],
+    dpi: int = 200,
+    figures: list[str] | None = None,
+    width: float = 7.0,
+    max_columns: int = 3,
+    xscale: Literal["auto", "linear", "log"] = "auto",
+    smooth: float = 0.0,
+    paper_panels: bool = True,
+) -> list[Path]:
+    """Draw the paper's figures (loss, k-order and standard induction, Hydra, function vectors) as PNG/PDF.
+
+    Panels are ordered N-gram | PCFG | OLMo | other corpora; a missing source is a labelled empty panel.
+
+    Args:
+        runs: fit log dirs (TensorBoardLogger version_N dirs, or parents holding one or several runs).
+        olmo: probe-olmo output dir (<revision>/probes.json, manifest.json, tensorboard/).
+        olmo_loss_csv: CSV with columns step,loss for the OLMo loss panel.
+        output_dir: directory the figure files are written to.
+        formats: file formats to write, e.g. png, pdf, svg.
+        dpi: resolution of raster formats.
+        figures: figures to draw (default: all that apply): fig2_loss, fig3_induction, fig3b_standard_induction, fig4_hydra, fig4b_hydra_k2, fig5a_function_vectors.
+        width: figure width in inches (7.0 double column, 3.4 single column).
+        max_columns: panels per row before wrapping to a new row.
+        xscale: step axis scale; auto = log when the steps span two decades from a nonzero start (OLMo).
+        smooth: TensorBoard-style EMA weight for the train loss in [0, 1); 0 = raw.
+        paper_panels: always show the N-gram, PCFG and OLMo panels (empty and labelled when not given).
+
+    Returns:
+        The paths of the files written.
+    """
+    _validate(formats, dpi, figures, width, max_columns, smooth)
+    from hierlatent.plot.discover import load_sources
+
+    sources = load_sources([Path(r) for r in runs], olmo and Path(olmo), olmo_loss_csv and Path(olmo_loss_csv))
+    for s in sources:
+        if not s.probes:
+            print(f"warning: no probe results in {s.path} (expected probes/step-<N>.json or <revision>/probes.json); its probe panels are empty", file=sys.stderr)
+    written = []
+    for name, fig in _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):
+        from hierlatent.plot.style import save_figure
+
+        written += save_figure(fig, Path(output_dir), name, formats, dpi)
+    for path in written:
+        print(path)
+    return written
+
+
+def _validate(formats: list[str], dpi: int, figures: list[str] | None, width: float, max_columns: int, smooth: float) -> None:
+    """Check every option before any event file is read."""
+    from matplotlib.figure import Figure
+
+    supported = Figure().canvas.get_supported_filetypes()
+    if not formats:
+        raise ConfigError("--formats: empty; give at least one of " + ", ".join(sorted(supported)))
+    for fmt in formats:
+        if fmt not in supported:
+            raise ConfigError(f"--formats: unknown format {fmt!r}; supported: {', '.join(sorted(supported))}")
+    for name in figures or []:
+        if name not in FIGURES:
+            raise ConfigError(f"--figures: unknown figure {name!r}; choose from {', '.join(FIGURES)}")
+    if dpi <= 0:
+        raise ConfigError(f"--dpi: must be positive, got {dpi}")
+    if not 0 < width <= 40:
+        raise ConfigError(f"--width: figure width in inches must be in (0, 40], got {width}")
+    if max_columns < 1:
+        raise ConfigError(f"--max_columns: must be >= 1, got {max_columns}")
+    if not 0 <= smooth < 1:
+        raise ConfigError(f"--smooth: EMA weight must be in [0, 1), got {smooth}")
+
+
+def _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):
+    """Yield (name, Figure) for each requested figure, under the paper style."""
+    from hierlatent.plot import figures as F
+    from hierlatent.plot.sources import PAPER_ORDER
+    from hierlatent.plot.style import paper_style
+
+    opts = F.Options(width=width, max_columns=max_columns, xscale=xscale, smooth=smooth)
+    slots = PAPER_ORDER if paper_panels else ()
+    wanted = set(figures) if figures else {f for f in FIGURES if f != "fig4b_hydra_k2"}
+    if not figures and any(F.has_hydra_k(s, 2) for s in sources):
+        wanted.add("fig4b_hydra_k2")  # drawn by default only when some run measured k = 2
+    fv_sources = [s for s in sources if F.has_function_vectors(s) or s.label == "PCFG"]
+    makers = {
+        "fig2_loss": lambda: F.fig_loss(F.panels(sources, slots), opts),
+        "fig3_induction": lambda: F.fig_k_order(F.panels(sources, slots), opts),
+        "fig3b_standard_induction": lambda: F.fig_standard_induction(F.panels(sources, slots), opts),
+        "fig4_hydra": lambda: F.fig_hydra(F.panels(sources, slots), opts, k=1),
+        "fig4b_hydra_k2": lambda: F.fig_hydra(F.panels(sources, slots), opts, k=2),
+        "fig5a_function_vectors": lambda: F.fig_function_vectors(F.panels(fv_sources, ("PCFG",) if paper_panels else ()), opts),
+    }
+    with paper_style():
+        for name in FIGURES:
+            if name in wanted:
+                fig, _ = makers[name]()
+                yield name, fig
+
+
+def _expand_list_flags(argv: list[str]) -> list[str]:
+    """``--runs a b --runs c`` -> ``--runs '["a", "b", "c"]'`` (jsonargparse wants one list value)."""
+    out, values = [], {}
+    i = 0
+    while i < len(argv):
+        flag, _, inline = argv[i].partition("=")
+        if flag not in _LIST_FLAGS or (inline or (argv[i + 1] if i + 1 < len(argv) else "")).startswith("["):
+            out.append(argv[i])
+            i += 1
+            continue
+        items = [inline] if inline else []
+        i += 1
+        while not inline and i < len(argv) and not argv[i].startswith("--"):
+            items.append(argv[i])
+            i += 1
+        if flag not in values:
+            values[flag] = []
+            out += [flag, ""]  # placeholder filled below, at the first occurrence
+        values[flag] += items
+    for flag, items in values.items():
+        out[out.index(flag) + 1] = json.dumps(items)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``hierlatent plot``: parse ``argv`` (without "plot"), draw, return the exit status.
+
+    Args:
+        argv: command-line arguments after ``plot``; None reads ``sys.argv[1:]``.
+    """
+    from jsonargparse import CLI
+
+    args = _expand_list_flags(list(sys.argv[1:] if argv is None else argv))
+    try:
+        CLI(plot, args=args, as_positional=False, prog="hierlatent plot")
+    except SystemExit as exc:  # --help (0) or a flag jsonargparse rejected (2, message already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except HierlatentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Find and read the runs the figures are drawn from: `fit` log dirs and `probe-olmo` output dirs.
+
+A *source* is one panel's worth of data: the scalars of its TensorBoard event files (several files of a
+resumed run merged, the last value per step kept), its probe results (``probes/step-<N>.json`` for a fit
+run, ``<revision>/probes.json`` for OLMo; TensorBoard ``probes/...`` tags fill in steps without a JSON
+file), its reference losses and a corpus label ("N-gram", "PCFG", "OLMo", ...) that orders the panels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from hierlatent.errors import ConfigError
+
+EVENT_GLOB = "events.out.tfevents.*"
+# Generator class name -> the corpus label the paper uses for the panel title.
+CORPUS_LABELS = {"PCFGDocuments": "PCFG", "NGramCorpus": "N-gram", "ToyHierarchy": "Toy", "GrammarCorpus": "Grammar"}
+PAPER_ORDER = ("N-gram", "PCFG", "OLMo")
+_REVISION = re.compile(r"step(\d+)(?:-tokens(\d+)([KMBT]?))?")
+
+
+@dataclass
+class Source:
+    """Everything one run contributes to the figures.
+
+    Args:
+        label: corpus label ("N-gram", "PCFG", "OLMo", "Toy", "Grammar" or the directory name).
+        kind: "fit" for a training run, "olmo" for a probe-olmo output directory.
+        path: the directory the data was read from.
+        title: panel title (the label, plus the run name when two runs share a label).
+        scalars: TensorBoard tag -> (steps int64 [N], values float64 [N]), sorted by step.
+        probes: training step -> probe JSON dict (schema of docs/ARCHITECTURE.md "Probe JSON").
+        loss: (steps, values) of an external loss curve (OLMo's CSV), or None.
+    """
+
+    label: str
+    kind: str
+    path: Path
+    title: str = ""
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    probes: dict[int, dict] = field(default_factory=dict)
+    loss: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def reference_losses(self) -> dict[str, float]:
+        """Reference losses logged as ``reference/<key>`` (last logged value of each)."""
+        return {t.split("/", 1)[1]: float(v[-1]) for t, (_, v) in self.scalars.items() if t.startswith("reference/") and len(v)}
+
+
+# ---------------------------------------------------------------- TensorBoard scalars
+
+
+def read_event_file(path: Path) -> dict[str, list[tuple[float, int, float]]]:
+    """Scalars of one event file: tag -> [(wall_time, step, value), ...] in file order."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    # Scalars: keep all (0); skip the heavy kinds we never plot.
+    guidance = {ea.SCALARS: 0, ea.TENSORS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.AUDIO: 1, ea.COMPRESSED_HISTOGRAMS: 1}
+    acc = ea.EventAccumulator(str(path), size_guidance=guidance, purge_orphaned_data=False)
+    try:
+        acc.Reload()
+    except Exception as exc:  # the reader raises assorted protobuf/IO errors on a damaged file
+        raise ConfigError(f"cannot read TensorBoard event file {path}: {exc}") from exc
+    out: dict[str, list[tuple[float, int, float]]] = {}
+    tags = acc.Tags()
+    for tag in tags.get(ea.SCALARS, []):
+        out[tag] = [(e.wall_time, e.step, float(e.value)) for e in acc.Scalars(tag)]
+    for tag in tags.get(ea.TENSORS, []):  # tensorboard.summary v2 writers log scalars as 0-d tensors
+        from tensorboard.util import tensor_util
+
+        rows = []
+        for e in acc.Tensors(tag):
+            arr = tensor_util.make_ndarray(e.tensor_proto)
+            if arr.size == 1 and arr.dtype.kind in "fiu":
+                rows.append((e.wall_time, e.step, float(arr.reshape(()))))
+        if rows:
+            out.setdefault(tag, rows)
+    return out
+
+
+def read_scalars(files: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Merge the scalars of several event files (a resumed run): the last value written per step wins.
+
+    Args:
+        files: event files; their order is decided by the wall time of their first event.
+    """
+    per_file = [read_event_file(f) for f in files]
+    first_time = [min((r[0][0] for r in d.values() if r), default=math.inf) for d in per_file]
+    merged: dict[str, dict[int, float]] = {}
+    for _, scalars in sorted(zip(first_time, per_file), key=lambda p: p[0]):
+        for tag, rows in scalars.items():
+            merged.setdefault(tag, {}).update({step: value for _, step, value in rows})
+    out = {}
+    for tag, by_step in merged.items():
+        steps = np.array(sorted(by_step), dtype=np.int64)
+        out[tag] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
+    return out
+
+
+def probes_from_scalars(scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[int, dict]:
+    """Rebuild probe-JSON-shaped dicts from the ``probes/...`` TensorBoard tags (used where no JSON exists)."""
+    out: dict[int, dict] = {}
+
+    def put(step: int, keys: tuple, index: int | str | None, value: float) -> None:
+        node = out.setdefault(int(step), {"step": int(step)})
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        if index is None:
+            node[keys[-1]] = value
+        else:
+            node.setdefault(keys[-1], {})[index] = value
+
+    patterns = [
+        (re.compile(r"probes/induction/k_order/k(\d+)$"), ("induction", "k_order"), lambda m: int(m[1]) - 1),
+        (re.compile(r"probes/induction/(standard|duplicate|previous)$"), None, None),
+        (re.compile(r"probes/hydra/paper_k(\d+)/layer(\d+)$"), None, None),
+        (re.compile(r"probes/function_vectors/improvement/layer(\d+)$"), ("function_vectors", "improvement"), lambda m: int(m[1])),
+    ]
+    for tag, (steps, values) in scalars.items():
+        for rx, keys, idx in patterns:
+            m = rx.match(tag)
+            if not m:
+                continue
+            for s, v in zip(steps.tolist(), values.tolist()):
+                if keys is not None:
+                    put(s, keys, idx(m), v)
+                elif "hydra" in tag:
+                    put(s, ("hydra", "paper", f"k{m[1]}"), m[2], v)
+                else:
+                    put(s, ("induction", m[1]), None, v)
+    for probe in out.values():  # index dicts -> dense lists (NaN where a layer/k was not logged)
+        for keys in (("induction", "k_order"), ("function_vectors", "improvement")):
+            node = probe.get(keys[0], {})
+            if isinstance(node.get(keys[1]), dict):
+                d = node[keys[1]]
+                node[keys[1]] = [d.get(i, math.nan) for i in range(max(d) + 1)]
+    return out
+
+
+# ---------------------------------------------------------------- probe JSON
+
+
+def load_json(path: Path) -> dict:
+    """Read a JSON object; a damaged file is a ConfigError naming it."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read probe results {path}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError(f"probe results {path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_fit_probes(run: Path) -> dict[int, dict]:
+    """``<run>/probes/step-<N>.json`` -> {N: probe dict}."""
+    out = {}
+    for f in (run / "probes").glob("step-*.json"):
+        m = re.fullmatch(r"step-(\d+)\.json", f.name)
+        if m:
+            probe = load_json(f)
+            out[int(probe.get("step", m[1]))] = probe
+    return out
+
+
+def parse_revision(name: str) -> tuple[int, int | None] | None:
+    """``step20000-tokens84B`` -> (20000, 84e9); None when the name carries no step."""
+    m = _REVISION.fullmatch(name)
+    if not m:
+        return None
+    tokens = None if m[2] is None else int(m[2]) * {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[m[3]]
+    return int(m[1]), tokens
+
+
+def read_olmo_probes(root: Path) -> dict[int, dict]:
+    """``<root>/<revision>/probes.json`` -> {step: probe dict}; the step comes from the JSON or the name."""
+    out = {}
+    for f in root.glob("*/probes.json"):
+        probe = load_json(f)
+        step = probe.get("step")
+        if step is None:
+            parsed = parse_revision(f.parent.name)
+            if parsed is None:
+                raise ConfigError(f"{f}: no 'step' field and the revision name {f.parent.name!r} has no step")
+            step = parsed[0]
+        out[int(step)] = probe
+    return out
+
+
+def read_loss_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A ``step,loss`` CSV (header optional) -> (steps, losses) sorted by step.
+
+    Args:
+        path: the CSV file given as ``--olmo_loss_csv``.
+    """
+    if not path.is_file():
+        raise ConfigError(f"--olmo_loss_csv: {path} is not a file (expected a CSV with columns step,loss)")
+    rows: dict[int, float] = {}
+    with path.open(newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            cells = [c.strip() for c in row]
+            if not cells or not any(cells) or cells[0].startswith("#"):
+                continue
+            if lineno == 1 and [c.lower() for c in cells[:2]] == ["step", "loss"]:
+                continue
+            try:
+                rows[int(float(cells[0]))] = float(cells[1])
+            except (ValueError, IndexError):
+                raise ConfigError(f"--olmo_loss_csv: {path} line {lineno}: expected 'step,loss' numbers, got {row!r}") from None
+    if not rows:
+        raise ConfigError(f"--olmo_loss_csv: {path} has no 'step,loss' rows")
+    steps = np.array(sorted(rows), dtype=np.int64)
+    return steps, np.array([rows[s] for s in steps], dtype=np.float64)
