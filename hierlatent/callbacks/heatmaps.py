@@ -1,0 +1,68 @@
+"""Render probe matrices (layer x head, layer x step) to RGB image arrays for TensorBoard.
+
+Only called on rank 0 at log time and only when a TensorBoard logger is attached, so matplotlib stays
+off every hot path. Uses the Agg canvas: no display is needed on a cluster node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def heatmap_image(
+    matrix: np.ndarray | Sequence[Sequence[float]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xticklabels: Sequence[str] | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
+    """Draw one heatmap (rows on the y axis, row 0 at the bottom) and return it as an image array.
+
+    Args:
+        matrix: 2-D values, shape [rows, cols] (e.g. [layers, heads] or [layers, steps]).
+        title: Figure title.
+        xlabel: Label of the column axis.
+        ylabel: Label of the row axis.
+        xticklabels: Optional labels for the columns (e.g. the training steps).
+        cmap: Matplotlib colour map name.
+        vmin: Lower end of the colour scale (default: the data minimum).
+        vmax: Upper end of the colour scale (default: the data maximum).
+
+    Returns:
+        uint8 array [3, H, W] (CHW, the layout ``SummaryWriter.add_image`` expects by default).
+    """
+    from matplotlib.figure import Figure  # imported lazily: no matplotlib cost unless images are logged
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    values = np.asarray(matrix, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"heatmap_image: expected a 2-D matrix, got shape {values.shape}")
+    rows, cols = values.shape
+    fig = Figure(figsize=(min(3 + 0.35 * cols, 14), min(2.5 + 0.3 * rows, 10)), dpi=80)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    finite = values[np.isfinite(values)]
+    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    if hi <= lo:  # constant matrix: widen the scale so imshow does not divide by zero
+        hi = lo + 1e-12
+    im = ax.imshow(values, origin="lower", aspect="auto", cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xticklabels is not None:
+        # at most ~12 labels so long step axes stay readable
+        stride = max(1, len(xticklabels) // 12)
+        ticks = list(range(0, len(xticklabels), stride))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(xticklabels[i]) for i in ticks], rotation=45, fontsize=7)
+    fig.tight_layout()
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())  # [H, W, 4]
+    return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1))  # [3, H, W]

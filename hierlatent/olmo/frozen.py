@@ -1,0 +1,63 @@
+"""A frozen LightningModule around one HF causal-LM checkpoint, for probing (never trained).
+
+``probe-olmo`` loads one of these per revision on its rank's device, hands ``.model`` to the same
+``ProbeRunner.probe_model`` that training uses, and frees it before the next revision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+
+from hierlatent.errors import CheckpointError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: Literal["auto", "float32", "bfloat16", "float16"], device: torch.device) -> torch.dtype:
+    """``auto`` = bf16 on a CUDA device with bf16 support (halves memory of a 1B model), else float32."""
+    if dtype == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return _DTYPES[dtype]
+
+
+class FrozenCausalLM(LightningModule):
+    """An HF ``AutoModelForCausalLM`` checkpoint in eval mode with no gradients.
+
+    Args:
+        path: Checkpoint directory (config.json + weights).
+        device: Device to load the model onto.
+        dtype: Parameter dtype (``auto``: bf16 on GPU, float32 on CPU).
+        tokens: Training tokens of this checkpoint, exposed as ``tokens_seen`` like ``LanguageModel``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        device: torch.device | str = "cpu",
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        device = torch.device(device)
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: config.json missing")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
+        except Exception as err:  # corrupt weights, unknown architecture, truncated files: one message
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: cannot load checkpoint: {type(err).__name__}: {first}") from err
+        model.requires_grad_(False)
+        self.model = model.to(device).eval()
+        self.tokens_seen = tokens
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, V] for token ids [B, T]."""
+        return self.model(input_ids=input_ids).logits
