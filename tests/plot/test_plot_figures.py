@@ -1,0 +1,166 @@
+"""End-to-end tests of ``hierlatent plot``: every figure rendered from fake logs in the real formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plot_fixtures import N_LAYERS, hydra_delta, make_fit_run, make_loss_csv, make_olmo_dir
+
+from hierlatent.plot import figures as F
+from hierlatent.plot.cli import FIGURES, main
+from hierlatent.plot.discover import load_sources
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> dict[str, Path]:
+    """N-gram and PCFG runs, a run without probes, an OLMo dir and its loss CSV."""
+    root = tmp_path_factory.mktemp("plotlogs")
+    return {
+        "runs": root / "runs",
+        "pcfg": make_fit_run(root / "runs", "PCFG"),
+        "ngram": make_fit_run(root / "runs", "N-gram"),
+        "toy": make_fit_run(root / "toy_only", "Toy", probe_steps=()),
+        "olmo": make_olmo_dir(root / "olmo"),
+        "csv": make_loss_csv(root / "olmo_loss.csv"),
+    }
+
+
+def _png_std(path: Path) -> float:
+    import matplotlib.image
+
+    return float(matplotlib.image.imread(str(path))[..., :3].std())
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def _titled(fig, title: str):
+    return next(ax for ax in fig.axes if ax.get_title() == title)
+
+
+def test_cli_renders_every_figure(logs, tmp_path, capsys):
+    out = tmp_path / "figs"
+    argv = ["--runs", str(logs["runs"]), "--olmo", str(logs["olmo"]), "--olmo_loss_csv", str(logs["csv"])]
+    assert main(argv + ["--output_dir", str(out), "--dpi", "60"]) == 0
+    for name in FIGURES:
+        for fmt in ("png", "pdf"):
+            path = out / f"{name}.{fmt}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+        assert _png_std(out / f"{name}.png") > 0.05, f"{name}.png looks blank"
+    assert (out / "fig2_loss.pdf").read_bytes().startswith(b"%PDF")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_all_paper_panels_have_data(logs):
+    sources = load_sources([logs["runs"]], logs["olmo"], logs["csv"])
+    assert [s.label for s in sources] == ["N-gram", "PCFG", "OLMo"]
+    opts = F.Options()
+    panels = F.panels(sources)
+    for draw in (F.fig_loss, F.fig_k_order, F.fig_standard_induction, F.fig_hydra):
+        fig, filled = draw(panels, opts)
+        assert filled == 3, draw.__name__
+        assert [ax.get_title() for ax in fig.axes[:3]] == ["N-gram", "PCFG", "OLMo"]
+    fig, filled = F.fig_function_vectors(F.panels([s for s in sources if F.has_function_vectors(s)], ("PCFG",)), opts)
+    assert filled == 1
+
+
+def test_loss_panel_has_reference_lines_and_olmo_log_axis(logs):
+    sources = load_sources([logs["runs"]], logs["olmo"], logs["csv"])
+    fig, _ = F.fig_loss(F.panels(sources), F.Options())
+    pcfg = _titled(fig, "PCFG")
+    labels = [line.get_label() for line in pcfg.get_lines()]
+    assert {"train", "val", "entropy_given_latent", "role_unigram"} <= set(labels)
+    dashed = [line for line in pcfg.get_lines() if line.get_linestyle() == "--"]
+    assert sorted(line.get_ydata()[0] for line in dashed) == pytest.approx([3.9, 4.87])  # float32 in events
+    assert _titled(fig, "OLMo").get_xscale() == "log"  # steps 1k ... 738k
+    assert pcfg.get_xscale() == "linear"  # starts at step 0
+
+
+def test_hydra_heatmap_values_masks_and_shared_scale(logs):
+    sources = load_sources([logs["runs"]], logs["olmo"], None)
+    fig, _ = F.fig_hydra(F.panels(sources), F.Options(), k=1)
+    meshes = {ax.get_title(): ax.collections[0] for ax in fig.axes if ax.collections and ax.get_title()}  # not the colorbar
+    assert set(meshes) == {"N-gram", "PCFG", "OLMo"}
+    pcfg = meshes["PCFG"].get_array().reshape(N_LAYERS, -1)  # [L, S]
+    steps = [0, 100, 200, 300]
+    expected = np.array([[max(0.0, -hydra_delta("PCFG", l, s)) for s in steps] for l in range(N_LAYERS)])
+    assert np.ma.getmaskarray(pcfg)[0].all() and not np.ma.getmaskarray(pcfg)[1:].any()  # layer 0 < k masked
+    np.testing.assert_allclose(pcfg[1:].data, expected[1:])
+    assert float(meshes["N-gram"].get_array().max()) == 0.0  # N-gram: positive delta, no compensation
+    norms = {(m.norm.vmin, m.norm.vmax) for m in meshes.values()}
+    vmax = max(float(m.get_array().max()) for m in meshes.values())
+    assert len(norms) == 1 and next(iter(norms)) == (0.0, pytest.approx(vmax))  # one colour scale for all panels
+
+
+def test_missing_sources_are_labelled_empty_panels(logs, tmp_path, capsys):
+    sources = load_sources([logs["pcfg"]], None, None)
+    fig, filled = F.fig_k_order(F.panels(sources), F.Options())
+    assert filled == 1
+    assert "no OLMo run given" in _texts(fig) and "no N-gram run given" in _texts(fig)
+    assert main(["--runs", str(logs["pcfg"]), "--output_dir", str(tmp_path), "--formats", "png", "--dpi", "50"]) == 0
+    assert _png_std(tmp_path / "fig3_induction.png") > 0.05
+
+
+def test_run_without_probes_warns_and_says_so(logs, tmp_path, capsys):
+    rc = main(["--runs", str(logs["toy"].parents[1]), "--output_dir", str(tmp_path), "--formats", "png", "--dpi", "50"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "warning: no probe results in" in err and str(logs["toy"]) in err
+    sources = load_sources([logs["toy"]], None, None)
+    assert sources[0].label == "Toy" and sources[0].reference_losses == {"exact": pytest.approx(0.9)}
+    fig, filled = F.fig_hydra(F.panels(sources), F.Options())
+    assert filled == 0
+    assert any(t.startswith("no probe results in") and str(logs["toy"]) in t for t in _texts(fig))
+    fig, filled = F.fig_loss(F.panels(sources), F.Options())
+    assert filled == 1  # the loss panel still has data
+
+
+def test_panel_order_and_duplicate_titles(tmp_path):
+    make_fit_run(tmp_path, "Toy", probe_steps=(0,))
+    make_fit_run(tmp_path, "PCFG", name="pcfg_b", probe_steps=(0,))
+    make_fit_run(tmp_path, "PCFG", name="pcfg_a", probe_steps=(0,))
+    make_fit_run(tmp_path, "N-gram", probe_steps=(0,))
+    sources = load_sources([tmp_path], None, None)
+    assert [s.title for s in sources] == ["N-gram", "PCFG (pcfg_a/version_0)", "PCFG (pcfg_b/version_0)", "Toy"]
+    titles = [p.title for p in F.panels(sources)]
+    assert titles == ["N-gram", "PCFG (pcfg_a/version_0)", "PCFG (pcfg_b/version_0)", "OLMo", "Toy"]
+    assert [p.title for p in F.panels(sources, ())] == [s.title for s in sources]
+
+
+@pytest.mark.parametrize(
+    "argv_fn, message",
+    [
+        (lambda d: [], "--runs and --olmo are both empty"),
+        (lambda d: ["--runs", str(d / "empty")], "no run found in"),
+        (lambda d: ["--runs", str(d / "nope")], "is not a directory"),
+        (lambda d: ["--olmo", str(d / "empty")], "--olmo: no probe-olmo output in"),
+        (lambda d: ["--runs", str(d / "empty"), "--formats", "png", "jpgx"], "--formats: unknown format 'jpgx'"),
+        (lambda d: ["--runs", str(d / "empty"), "--figures", "fig9"], "--figures: unknown figure 'fig9'"),
+        (lambda d: ["--runs", str(d / "empty"), "--dpi", "0"], "--dpi: must be positive"),
+        (lambda d: ["--runs", str(d / "empty"), "--smooth", "1.0"], "--smooth"),
+        (lambda d: ["--olmo", str(d / "olmo"), "--olmo_loss_csv", str(d / "bad.csv")], "bad.csv line 3"),
+        (lambda d: ["--runs", str(d / "badjson")], "cannot read probe results"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, capsys, argv_fn, message):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    make_olmo_dir(tmp_path / "olmo", revisions=["step1000-tokens4B"])
+    (tmp_path / "bad.csv").write_text("step,loss\n1000,3.2\n2000,abc\n")
+    (tmp_path / "badjson" / "probes").mkdir(parents=True)
+    (tmp_path / "badjson" / "probes" / "step-5.json").write_text("{not json")
+    out = tmp_path / "figs"
+    assert main(argv_fn(tmp_path) + ["--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists()  # failed before drawing anything
+
+
+def test_help_lists_documented_flags(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--runs", "--olmo", "--olmo_loss_csv", "--output_dir", "--formats", "--dpi", "--figures"):
+        assert flag in text
+    assert "panels per row" in text  # docstrings become the help text
