@@ -1,0 +1,21 @@
+"""Fixtures of the probe-olmo tests: a series of tiny OLMo revisions (helpers in olmo_helpers.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # fake_probe / olmo_helpers importable here and in workers
+
+from olmo_helpers import make_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def olmo_series(tmp_path_factory) -> Path:
+    """Four OLMo-style revisions with distinct weights."""
+    root = tmp_path_factory.mktemp("olmo")
+    for i, (step, tok) in enumerate([(0, 0), (1000, 4), (2000, 8), (3000, 12)]):
+        make_checkpoint(root / f"step{step}-tokens{tok}B", seed=i)
+    return root

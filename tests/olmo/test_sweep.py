@@ -1,0 +1,112 @@
+"""probe-olmo sweep on tiny local checkpoints: outputs, duplicates, failure isolation, resume, 1 vs 2 processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from olmo_helpers import make_checkpoint
+from fake_probe import FakeProbe
+from lightning.pytorch import Trainer
+
+from hierlatent.callbacks.probes import ProbeRunner
+from hierlatent.errors import ConfigError, HierlatentError
+from hierlatent.olmo.sweep import probe_olmo
+
+
+def make_trainer(trace_dir: Path | None = None, devices: int = 1, strategy: str = "auto") -> Trainer:
+    probes = [FakeProbe(trace_dir=str(trace_dir) if trace_dir else None), FakeProbe(name="other", seed=1)]
+    return Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+                   enable_progress_bar=False, callbacks=[ProbeRunner(probes)])
+
+
+def results(out: Path) -> dict[str, dict]:
+    docs = {}
+    for p in sorted(out.glob("*/probes.json")):
+        doc = json.loads(p.read_text())
+        doc.pop("probe_seconds")
+        docs[p.parent.name] = doc
+    return docs
+
+
+def test_sweep_outputs(tmp_path, olmo_series):
+    out = tmp_path / "out"
+    manifest = probe_olmo(make_trainer(), str(olmo_series), out)
+    docs = results(out)
+    assert sorted(docs) == sorted(p.name for p in olmo_series.iterdir())
+    doc = docs["step1000-tokens4B"]
+    assert doc["step"] == 1000 and doc["tokens"] == 4 * 10**9 and doc["revision"] == "step1000-tokens4B"
+    assert len(doc["fake"]["layer_norms"]) == 2 and isinstance(doc["fake"]["loss"], float)
+    assert doc["fake"] != docs["step2000-tokens8B"]["fake"]  # different weights, different results
+    assert manifest["summary"] == {"done": 4, "failed": 0, "duplicate": 0}
+    entry = manifest["revisions"][0]
+    assert entry["status"] == "done" and len(entry["weights_sha256"]) == 64 and entry["seconds_load"] > 0
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("probes/fake/loss")] == [0, 1000, 2000, 3000]
+    assert [e.step for e in acc.Images("probes/images/fake_norms")] == [0, 1000, 2000, 3000]
+
+
+def test_needs_a_probe_runner(tmp_path, olmo_series):
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="ProbeRunner"):
+        probe_olmo(trainer, str(olmo_series), tmp_path)
+
+
+def test_duplicates_failures_and_resume(tmp_path, olmo_series):
+    src = tmp_path / "src"
+    shutil.copytree(olmo_series, src)
+    shutil.copytree(src / "step1000-tokens4B", src / "step1500-tokens6B")  # byte-identical weights
+    make_checkpoint(src / "step4000-tokens16B", seed=9)
+    (src / "step4000-tokens16B" / "model.safetensors").write_bytes(b"\x00garbage" * 10)  # corrupt
+    make_checkpoint(src / "step5000-tokens20B", seed=10)
+    (src / "step5000-tokens20B" / "config.json").unlink()  # missing config
+    out, trace = tmp_path / "out", tmp_path / "trace"
+    trace.mkdir()
+    with pytest.raises(HierlatentError, match=r"^2 of 7 checkpoints failed: step4000-tokens16B"):
+        probe_olmo(make_trainer(trace), str(src), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_rev = {e["revision"]: e for e in manifest["revisions"]}
+    assert manifest["summary"] == {"done": 4, "failed": 2, "duplicate": 1}
+    assert by_rev["step1500-tokens6B"]["duplicate_of"] == "step1000-tokens4B"
+    assert by_rev["step1500-tokens6B"]["weights_sha256"] == by_rev["step1000-tokens4B"]["weights_sha256"]
+    assert not (out / "step1500-tokens6B").exists()
+    assert "config.json" in by_rev["step5000-tokens20B"]["error"]
+    assert by_rev["step4000-tokens16B"]["error"]
+    assert len(list(trace.iterdir())) == 4  # fake probe ran once per probed revision
+    first = results(out)
+    # resume: repair one failure, rerun; completed revisions are skipped
+    make_checkpoint(src / "step5000-tokens20B", seed=10)
+    with pytest.raises(HierlatentError, match=r"^1 of 7 checkpoints failed"):
+        probe_olmo(make_trainer(trace), str(src), out)
+    assert len(list(trace.iterdir())) == 5
+    again = results(out)
+    assert {k: again[k] for k in first} == first and "step5000-tokens20B" in again
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"] == {"done": 5, "failed": 1, "duplicate": 1}
+
+
+def test_incomplete_json_is_redone(tmp_path, olmo_series):
+    out, trace = tmp_path / "out", tmp_path / "trace"
+    trace.mkdir()
+    probe_olmo(make_trainer(trace), str(olmo_series), out, revisions="step0-tokens0B,step1000-tokens4B")
+    (out / "step0-tokens0B" / "probes.json").write_text('{"step": 0, "fake": {}}')  # "other" missing
+    probe_olmo(make_trainer(trace), str(olmo_series), out, revisions="step0-tokens0B,step1000-tokens4B")
+    assert len(list(trace.iterdir())) == 3
+    assert "other" in json.loads((out / "step0-tokens0B" / "probes.json").read_text())
+
+
+def test_two_processes_equal_one(tmp_path, olmo_series):
+    one, two, trace = tmp_path / "one", tmp_path / "two", tmp_path / "trace"
+    trace.mkdir()
+    probe_olmo(make_trainer(), str(olmo_series), one)
+    manifest = probe_olmo(make_trainer(trace, devices=2, strategy="ddp_spawn"), str(olmo_series), two)
+    assert results(one) == results(two)
+    ranks = [e["rank"] for e in manifest["revisions"]]
+    assert sorted(ranks) == [0, 0, 1, 1]  # checkpoint-level split, each revision probed once
+    assert len(list(trace.iterdir())) == 4
