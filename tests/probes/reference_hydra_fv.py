@@ -181,3 +181,23 @@ def ref_fv_todd(model: nn.Module, prompts: dict, n_top_heads: int, fv_layer: int
         n = len(prompts["gold"])
     return {"top_heads": top, "cie": cie, "zero_shot_accuracy": zs / n, "fv_accuracy": fvs / n,
             "gain": (fvs - zs) / n, "layer": fv_layer}
+
+
+def tiny_model(arch: str, n_layers: int = 3, d_model: int = 16, n_heads: int = 2, vocab_size: int = 1003,
+               n_positions: int = 64, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A small random HF causal LM of one of the probed architectures (llama, gpt2, neox, olmo)."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size)
+    if arch == "gpt2":
+        cls, cfg = tf.GPT2LMHeadModel, tf.GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=n_heads,
+                                                   n_positions=n_positions, bos_token_id=0, eos_token_id=0,
+                                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    else:
+        cls, cfgcls = {"llama": (tf.LlamaForCausalLM, tf.LlamaConfig), "olmo": (tf.OlmoForCausalLM, tf.OlmoConfig),
+                       "neox": (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig)}[arch]
+        cfg = cfgcls(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+                     intermediate_size=4 * d_model, max_position_embeddings=n_positions, bos_token_id=0,
+                     eos_token_id=0, pad_token_id=0, **common)
+    torch.manual_seed(seed)
+    return cls(cfg).to(dtype).eval()

@@ -1,0 +1,170 @@
+"""Hydra-effect probes: hand-computed known answers, batched == slow reference, hook/mode hygiene, bad args."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.probes.*
+
+from hierlatent.errors import ProbeError  # noqa: E402
+from hierlatent.probes.adapter import ModelAdapter  # noqa: E402
+from hierlatent.probes.hydra import hydra_mcgrath, hydra_paper  # noqa: E402
+from tests.probes.reference_hydra_fv import ref_hydra_mcgrath, ref_hydra_paper, tiny_model  # noqa: E402
+
+ARCHS = ["llama", "gpt2", "neox", "olmo"]
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Hand computations on parameters need no autograd graph."""
+    with torch.no_grad():
+        yield
+
+
+def _max_diff(a, b) -> float:
+    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    assert torch.equal(a.isnan(), b.isnan())
+    return float((a.nan_to_num() - b.nan_to_num()).abs().max())
+
+
+def _zero_(*modules: nn.Module) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.data.zero_()
+
+
+def _rms(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    return norm.weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+
+
+# -- paper-faithful Δ ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("final_norm", [False, True])
+def test_paper_identity_layers_known_answer(final_norm):
+    """Identity layers: h_l = E[g] and the zeroed residual stays 0, so Δ_l^k = W_U[g]·(norm)(E[g])."""
+    model = tiny_model("llama", n_layers=4)
+    for layer in model.model.layers:
+        _zero_(layer.self_attn.o_proj, layer.mlp.down_proj)
+    x = torch.randint(0, 1003, (5, 9), generator=torch.Generator().manual_seed(1))
+    g = x[:, -1]
+    e = model.model.embed_tokens.weight[g]
+    h = _rms(e, model.model.norm) if final_norm else e
+    expected = float((model.lm_head.weight[g] * h).sum(-1).mean())
+    got = hydra_paper(model, x, ks=(1, 2), final_norm=final_norm, batch_size=2)
+    assert math.isnan(got[1][0]) and all(math.isnan(v) for v in got[2][:2])
+    for k in (1, 2):
+        for l in range(k, 4):  # HF's RMSNorm computes in float32 internally, hence the looser tolerance
+            assert got[k][l] == pytest.approx(expected, abs=1e-6 if final_norm else 1e-10)
+
+
+def test_paper_gpt2_bias_known_answer():
+    """GPT-2 layers that only add a bias b: clean h_l = E[g]+P[T-1]+(l+1)b, zeroed at l-k: h_l = k·b."""
+    L, T = 4, 7
+    model = tiny_model("gpt2", n_layers=L)
+    b = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for block in model.transformer.h:
+        _zero_(block.attn.c_proj, block.mlp.c_proj)
+        block.mlp.c_proj.bias.data.copy_(b)
+    x = torch.randint(0, 1003, (4, T), generator=torch.Generator().manual_seed(2))
+    g, w_u = x[:, -1], model.lm_head.weight
+    base = model.transformer.wte.weight[g] + model.transformer.wpe.weight[T - 1]
+    got = hydra_paper(model, x, ks=(1, 2), batch_size=3)
+    for k in (1, 2):
+        for l in range(k, L):
+            want = (w_u[g] * (base + (l + 1) * b)).sum(-1).mean() - (w_u[g] * (k * b)).sum(-1).mean()
+            assert got[k][l] == pytest.approx(float(want), abs=1e-10)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_paper_matches_reference(arch):
+    model = tiny_model(arch, n_layers=4)
+    x = torch.randint(0, 1003, (3, 8), generator=torch.Generator().manual_seed(0))
+    for final_norm in (False, True):
+        got = hydra_paper(model, x, ks=(1, 2, 3), final_norm=final_norm, batch_size=2)
+        ref = ref_hydra_paper(model, x, ks=(1, 2, 3), final_norm=final_norm)
+        for k in (1, 2, 3):
+            assert _max_diff(got[k], ref[k]) < 1e-9
+
+
+# -- McGrath et al. --------------------------------------------------------------------------------------
+class _Cancel(nn.Module):
+    """An MLP that outputs minus the residual's dims [4:8] (where only attention layer 0 writes)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(h)
+        out[..., 4:8] = -h[..., 4:8]
+        return out
+
+
+def _cancelling_model() -> nn.Module:
+    """Llama, d=8: attention 0 writes dims 4:8; layer 1's MLP erases them; everything else is identity."""
+    model = tiny_model("llama", n_layers=3, d_model=8, n_heads=2, seed=5)
+    for layer in model.model.layers:
+        _zero_(layer.self_attn.o_proj, layer.mlp.down_proj)
+    model.model.embed_tokens.weight.data[:, 4:8] = 0
+    torch.manual_seed(6)
+    model.model.layers[0].self_attn.o_proj.weight.data[4:8] = torch.randn(4, 8, dtype=torch.float64)
+    model.model.layers[1].post_attention_layernorm = nn.Identity()
+    model.model.layers[1].mlp = _Cancel()
+    return model
+
+
+def test_mcgrath_full_compensation_known_answer():
+    model = _cancelling_model()
+    x = torch.randint(0, 1003, (4, 9), generator=torch.Generator().manual_seed(7))
+    inputs, y = x[:, :-1], x[:, -1]
+    captured = {}
+    handle = model.model.layers[0].self_attn.register_forward_hook(
+        lambda m, a, o: captured.update(a0=o[0][:, -1].clone()))
+    with torch.no_grad():
+        model(input_ids=inputs)
+    handle.remove()
+    h_final = model.model.embed_tokens.weight[inputs[:, -1]]  # dims 4:8 were erased by layer 1
+    norm = model.model.norm
+    sigma = torch.sqrt(h_final.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    direct0 = float((model.lm_head.weight[y] * norm.weight * captured["a0"] / sigma).sum(-1).mean())
+    assert abs(direct0) > 1e-3
+    res = hydra_mcgrath(model, inputs, y, ablation="zero", batch_size=5)
+    assert res["total"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+    assert res["direct"] == pytest.approx([direct0, 0.0, 0.0], abs=1e-10)
+    assert res["compensation"] == pytest.approx(res["direct"], abs=1e-12)
+    assert res["matrix"][0] == pytest.approx([-direct0, 0.0, 0.0], abs=1e-10)
+    assert res["ablation"] == "zero"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_mcgrath_matches_reference(arch, ablation):
+    model = tiny_model(arch, n_layers=3)
+    x = torch.randint(0, 1003, (3, 8), generator=torch.Generator().manual_seed(1))
+    targets = None if arch in ("gpt2", "olmo") else x[:, -1]  # both target modes
+    got = hydra_mcgrath(model, x, targets, ablation=ablation, batch_size=4)
+    ref = ref_hydra_mcgrath(model, x, targets, ablation=ablation)
+    for key in ("direct", "total", "compensation", "matrix"):
+        assert _max_diff(got[key], ref[key]) < 1e-9, key
+
+
+def test_frozen_readout_reproduces_clean_logit():
+    """u·h_final + the norm's bias term is the clean logit (the linearisation is exact at the clean point)."""
+    from hierlatent.probes.hydra import frozen_norm_readout
+
+    for arch in ARCHS:
+        model = tiny_model(arch)
+        ad = ModelAdapter.from_model(model)
+        x = torch.randint(0, 1003, (2, 6), generator=torch.Generator().manual_seed(4))
+        store = {}
+        h = ad.layers[-1].register_forward_hook(lambda m, a, o: store.update(h=(o[0] if isinstance(o, tuple) else o)))
+        with torch.no_grad():
+            logits = model(input_ids=x).logits[:, -1]
+            h.remove()
+            hf = store["h"][:, -1]
+            y = logits.argmax(-1)
+            u = frozen_norm_readout(ad, hf, y)
+            bias = getattr(ad.final_norm, "bias", None)
+            extra = 0 if bias is None else (ad.unembed[y] * bias).sum(-1)
+            assert torch.allclose((u * hf).sum(-1) + extra, logits.gather(-1, y[:, None])[:, 0], atol=1e-10)
