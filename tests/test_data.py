@@ -220,6 +220,7 @@ def test_two_workers_give_the_same_batches_as_zero(sampling):
     loader = attached_module(num_workers=2, **kw).train_dataloader()
     assert loader.persistent_workers
     workers = [b["input_ids"] for b in loader]
+    loader._iterator._shutdown_workers()  # persistent workers: stop them now, not at some later garbage collection
     assert len(plain) == len(workers)
     assert all(torch.equal(a, b) for a, b in zip(plain, workers))
 
@@ -261,3 +262,43 @@ def test_bad_generator_and_too_small_corpus():
         attached_module(context_window=2048, batch_size=1)  # the 1123-token test split has no window
     with pytest.raises(ConfigError, match="data.context_window"):
         attached_module(context_window=512, batch_size=8)  # 5 train windows < one batch of 8
+
+
+# -- mid-epoch resume through a real Lightning Trainer -------------------------------------------------------
+def _fit(tmp_path, dm, max_steps, ckpt_path=None, save=False):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from _data_helpers import Recorder
+
+    callbacks = []
+    if save:  # every step (saved in on_train_batch_end) and every epoch end (saved in on_train_epoch_end)
+        callbacks = [
+            ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=1, save_top_k=-1),
+            ModelCheckpoint(dirpath=tmp_path / "ends", filename="end-{epoch}", save_on_train_epoch_end=True, save_top_k=-1),
+        ]
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=save, default_root_dir=tmp_path,
+        num_sanity_val_steps=0, limit_val_batches=2,
+    )
+    model = Recorder()
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return model.seen
+
+
+@pytest.mark.parametrize("sampling", ["contiguous", "random"])
+def test_resume_mid_epoch_continues_exactly(tmp_path, sampling):
+    kw = dict(context_window=64, batch_size=4, sampling=sampling, seed=2)  # 46 windows: 11 batches per epoch
+    full = _fit(tmp_path, attached_module(**kw), max_steps=25, save=True)
+    assert len(full) == 25
+    flat_epoch0 = [o for step in full[:11] for o in step]
+    assert len(set(flat_epoch0)) == 44 or sampling == "random"  # no window twice within an epoch
+    assert full[:11] != full[11:22]  # a new order each epoch
+    points = {"steps/epoch=0-step=4.ckpt": 4, "steps/epoch=0-step=11.ckpt": 11, "ends/end-epoch=0.ckpt": 11,
+              "steps/epoch=1-step=15.ckpt": 15}
+    if sampling == "random":
+        points = {"steps/epoch=1-step=15.ckpt": 15}
+    for name, k in points.items():
+        resumed = _fit(tmp_path / "resumed", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / name)
+        assert resumed == full[k:], name

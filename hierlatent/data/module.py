@@ -178,7 +178,7 @@ class CorpusDataModule(pl.LightningDataModule):
         self._train_sampler = TrainWindowSampler(
             self.train_windows.n_tokens, self.context_window, self.batch_size, sampling=self.sampling,
             seed=self.seed, num_replicas=world, rank=rank, drop_last=self.drop_last, epoch=epoch,
-            start_position=position,
+            start_position=position, epoch_source=self._trainer_epoch,
         )
         return self._loader(self.train_windows, self._train_sampler)
 
@@ -233,18 +233,19 @@ class CorpusDataModule(pl.LightningDataModule):
             self._resume = (int(state_dict["epoch"]), int(state_dict["position"]))
 
     def _next_position(self) -> tuple[int, int] | None:
-        trainer = self.trainer
-        if trainer is None or self._train_sampler is None:
+        trainer, sampler = self.trainer, self._train_sampler
+        if trainer is None or sampler is None or sampler.iter_epoch is None:
             return self._resume
-        fit = trainer.fit_loop
-        # During epoch e, epoch_progress.current.started is e + 1 (also in the epoch-end hooks and after fit).
-        started = fit.epoch_progress.current.started
-        if started == 0:
-            return self._resume or (0, 0)
-        done = fit.epoch_loop.batch_progress.current.processed
+        # Batches done in the sampler's current epoch: Lightning's per-epoch counter (restored on resume and
+        # reset before the next epoch's iterator starts). Its epoch counters are not used: after restarts
+        # they disagree with each other (see TrainWindowSampler.__iter__).
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:
-            return started, 0
-        return started - 1, done * self._train_sampler.num_replicas * self.batch_size
+            return sampler.iter_epoch + 1, 0
+        return sampler.iter_epoch, done * sampler.num_replicas * self.batch_size
+
+    def _trainer_epoch(self) -> int | None:
+        return None if self.trainer is None else self.trainer.current_epoch
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:

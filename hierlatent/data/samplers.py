@@ -11,7 +11,7 @@ size ``W`` as long as ``W·B`` is fixed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -38,6 +38,7 @@ class TrainWindowSampler(DistributedSampler):
         drop_last: bool = True,
         epoch: int = 0,
         start_position: int = 0,
+        epoch_source: Callable[[], int | None] | None = None,
     ) -> None:
         """
         Args:
@@ -52,6 +53,8 @@ class TrainWindowSampler(DistributedSampler):
             epoch: epoch of the first iteration.
             start_position: global window position at which the first iteration of ``epoch`` starts
                 (resume); a multiple of W·B.
+            epoch_source: called at the start of each iteration for its epoch (the trainer's current epoch);
+                None or a None result falls back to ``set_epoch``'s value.
         """
         # DistributedSampler.__init__ is not called: it wants a dataset and may query torch.distributed.
         self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, epoch
@@ -68,7 +71,9 @@ class TrainWindowSampler(DistributedSampler):
             self.last_per_rank = math.ceil((self.n_windows - (self.steps - 1) * gb) / num_replicas)
         self.num_samples = (self.steps - 1) * batch_size + self.last_per_rank if self.steps else 0
         self.total_size = self.num_samples * num_replicas
+        self.epoch_source = epoch_source
         self._resume: tuple[int, int] | None = (epoch, start_position // gb) if start_position else None
+        self.iter_epoch: int | None = None  # epoch of the latest iteration (what a checkpoint must record)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -96,10 +101,16 @@ class TrainWindowSampler(DistributedSampler):
         return random_offsets(positions, self.n_tokens - self.context_window + 1, epoch_key(self.seed, epoch, 1))
 
     def __iter__(self) -> Iterator[int]:
-        # Read epoch and start now, not lazily: Lightning may call set_epoch after creating the iterator.
-        epoch, start = self.epoch, 0
-        if self._resume is not None and self._resume[0] == epoch:
-            start, self._resume = self._resume[1], None
+        # Epoch and start are read now, not lazily in the generator: Lightning may call set_epoch after it
+        # creates the iterator. Lightning's set_epoch value is not used under a trainer: after a restore from
+        # an epoch-end checkpoint it runs one ahead of trainer.current_epoch (Lightning 2.6), which would
+        # change the order relative to an uninterrupted run.
+        if self._resume is not None:
+            (epoch, start), self._resume = self._resume, None
+        else:
+            source = self.epoch_source() if self.epoch_source is not None else None
+            epoch, start = (self.epoch if source is None else source), 0
+        self.iter_epoch = epoch
         return self._iterate(epoch, start)
 
     def _iterate(self, epoch: int, start: int) -> Iterator[int]:
