@@ -1,0 +1,181 @@
+"""``HFCheckpoint``: Lightning checkpoints at a step or fraction schedule, each with an HF export beside it.
+
+The export ``<log_dir>/hf/step-<N>/`` holds ``save_pretrained`` safetensors, a copy of the corpus tokenizer
+and ``hierlatent.json`` ({step, tokens_seen, run config}), so ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` open any training checkpoint without hierlatent. It is written by rank 0
+only, into a temp directory renamed into place, with no collective in between (other ranks never wait
+on it); a failing export is logged and training goes on. Exports follow the Lightning checkpoints they
+belong to: when top-k retention deletes ``step=N.ckpt``, ``hf/step-N`` goes too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from hierlatent.errors import ConfigError
+from hierlatent.io import atomic_directory, atomic_write_json
+
+log = logging.getLogger(__name__)
+_STEP = re.compile(r"step=(\d+)")
+
+
+class HFCheckpoint(ModelCheckpoint):
+    """Lightning checkpoints every N steps or every fraction of the planned steps, plus HF exports."""
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "{step}",
+        every_n_train_steps: int | None = None,
+        every_fraction: float | None = None,
+        save_top_k: int = -1,
+        save_last: bool = True,
+        monitor: str | None = None,
+        mode: str = "max",
+        save_weights_only: bool = False,
+        export_hf: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        """
+        Args:
+            dirpath: directory of the .ckpt files (default: <log_dir>/checkpoints).
+            filename: checkpoint name template; must contain {step} so HF exports follow deletions.
+            every_n_train_steps: save every N optimizer steps (exclusive with every_fraction).
+            every_fraction: save every fraction of the planned optimizer steps (paper: 0.01 = 100 checkpoints).
+            save_top_k: checkpoints kept (-1 = all); without monitor the latest ones are kept (paper: 100).
+            save_last: also keep last.ckpt (what --ckpt_path last resumes from).
+            monitor: logged metric ranking checkpoints for save_top_k (default: the step, i.e. keep the latest).
+            mode: max or min of the monitored metric is best.
+            save_weights_only: save only the weights (no optimizer state: such checkpoints cannot resume).
+            export_hf: write the HF export hf/step-N beside each checkpoint.
+            verbose: log every save.
+        """
+        if every_fraction is not None and not 0 < every_fraction <= 1:
+            raise ConfigError(f"--checkpoint.every_fraction: must be in (0, 1], got {every_fraction!r}")
+        if every_fraction is not None and every_n_train_steps:
+            raise ConfigError("--checkpoint.every_fraction: set either every_fraction or every_n_train_steps, not both")
+        if every_n_train_steps is not None and every_n_train_steps < 0:
+            raise ConfigError(f"--checkpoint.every_n_train_steps: must be >= 0, got {every_n_train_steps!r}")
+        if save_top_k < -1:
+            raise ConfigError(f"--checkpoint.save_top_k: must be >= -1, got {save_top_k!r}")
+        # monitoring the step keeps the newest k checkpoints (ModelCheckpoint needs a monitor for k > 1)
+        super().__init__(
+            dirpath=dirpath, filename=filename, monitor=monitor or "step", mode=mode if monitor else "max",
+            save_last=save_last, save_top_k=save_top_k, save_weights_only=save_weights_only,
+            every_n_train_steps=every_n_train_steps, verbose=verbose,
+        )
+        self.every_fraction = every_fraction
+        self.export_hf = export_hf
+        self._exported: set[int] = set()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.every_fraction is not None:
+            # resolved here, after the checkpoint restore: estimated_stepping_batches builds the train loader
+            total = int(trainer.estimated_stepping_batches)
+            self._every_n_train_steps = max(1, round(self.every_fraction * total))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the final weights are always saved, even off the schedule (all ranks run this: collectives are safe)
+        if self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if not self.export_hf or trainer.global_step in self._exported:
+            return
+        self._exported.add(trainer.global_step)
+        state_dict = _full_state_dict(trainer)  # collective under FSDP: every rank calls it
+        if trainer.is_global_zero:
+            try:
+                export_hf(trainer, trainer.lightning_module, hf_dir(trainer, trainer.global_step), state_dict)
+            except Exception:  # noqa: BLE001 — an export must never stop training or the other checkpoints
+                log.exception("HF export of step %d failed; training continues", trainer.global_step)
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._remove_checkpoint(trainer, filepath)
+        match = _STEP.search(Path(filepath).stem)
+        if match and trainer.is_global_zero and not Path(filepath).stem.startswith(self.CHECKPOINT_NAME_LAST):
+            shutil.rmtree(hf_dir(trainer, int(match.group(1))), ignore_errors=True)
+
+
+def hf_dir(trainer: pl.Trainer, step: int) -> Path:
+    """``<trainer.log_dir>/hf/step-<step>`` (the current directory when there is no logger).
+
+    Args:
+        trainer: the running trainer.
+        step: global step of the export.
+    """
+    return Path(trainer.log_dir or ".") / "hf" / f"step-{step}"
+
+
+def _full_state_dict(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """The unsharded HF state dict under FSDP (gathered on all ranks); ``None`` = use the module's own."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return None
+    full = trainer.strategy.lightning_module_state_dict()
+    return {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
+
+
+def export_hf(trainer: pl.Trainer, pl_module: pl.LightningModule, path: Path, state_dict: dict | None = None) -> Path:
+    """Write the HF export of ``pl_module.model`` to ``path`` atomically (temp dir + rename).
+
+    Args:
+        trainer: the running trainer (for step, datamodule and config).
+        pl_module: the ``LanguageModel`` whose ``.model`` is exported.
+        path: final directory, replaced if it exists.
+        state_dict: weights to save instead of the module's own (FSDP full state dict).
+    """
+    model = pl_module.model
+    with atomic_directory(path) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        dm = trainer.datamodule
+        corpus = getattr(dm, "_corpus", None) if dm is not None else None
+        tokenizer_dir = getattr(corpus, "tokenizer_dir", None)
+        if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+            for item in Path(tokenizer_dir).iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+        atomic_write_json(tmp / "hierlatent.json", run_record(trainer, pl_module, corpus))
+    return path
+
+
+def run_record(trainer: pl.Trainer, pl_module: pl.LightningModule, corpus: Any) -> dict[str, Any]:
+    """The ``hierlatent.json`` content: step, tokens and the run's configuration."""
+    dm = trainer.datamodule
+    generator = getattr(dm, "generator", None)
+    record: dict[str, Any] = {
+        "step": int(trainer.global_step),
+        "tokens_seen": int(getattr(pl_module, "tokens_seen", 0)),
+        "epoch": int(trainer.current_epoch),
+        "model": _plain(dict(pl_module.hparams)),
+        "data": _plain(dict(getattr(dm, "hparams", {}) or {})),
+    }
+    if generator is not None and hasattr(generator, "hparams"):
+        record["generator"] = {"class_path": generator.class_path(), "init_args": generator.hparams()}
+    if corpus is not None:
+        record["corpus"] = str(getattr(corpus, "path", ""))
+    return record
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy (tuples -> lists, other objects -> str); drops Lightning's private keys."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = value if isinstance(value, (int, float, str, bool, list, dict, type(None))) else str(value)
+    return out

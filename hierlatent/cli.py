@@ -1,0 +1,241 @@
+"""The ``hierlatent`` command: LightningCLI subcommands ``fit validate test predict generate probe-olmo`` and ``plot``.
+
+Every check of user input runs before any corpus is generated or any step is taken, and a bad value
+ends in one line ``error: <message naming the flag>`` on stderr with exit status 2 (``main``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _get_short_description
+from jsonargparse import class_from_function
+
+from hierlatent.callbacks.checkpoint import HFCheckpoint
+from hierlatent.data import CorpusDataModule
+from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
+from hierlatent.model import validate_model_args
+from hierlatent.module import LanguageModel
+from hierlatent.trainer import HierlatentTrainer
+
+#: model hyper-parameters that fix the weight shapes: a checkpoint must agree on all of them
+SHAPE_KEYS = ("architecture", "vocab_size", "n_layers", "d_model", "n_heads", "d_mlp", "context_window", "tie_embeddings")
+#: trainer subcommands that take a model and a data module
+MODEL_SUBCOMMANDS = ("fit", "validate", "test", "predict", "generate")
+DEFAULT_LOGGER = {
+    "class_path": "hierlatent.trainer.ResumableTensorBoardLogger",
+    "init_args": {"save_dir": "runs", "name": "hierlatent", "version": "run"},
+}
+
+
+class HierlatentCLI(LightningCLI):
+    """LightningCLI over ``LanguageModel``, ``CorpusDataModule`` and ``HierlatentTrainer``."""
+
+    def __init__(self, args: Any = None, run: bool = True) -> None:
+        """
+        Args:
+            args: command-line arguments (default: ``sys.argv[1:]``).
+            run: run the subcommand after parsing.
+        """
+        super().__init__(
+            LanguageModel, CorpusDataModule, trainer_class=HierlatentTrainer,
+            save_config_kwargs={"overwrite": True},  # a resumed run rewrites its config.yaml
+            trainer_defaults={"logger": DEFAULT_LOGGER, "log_every_n_steps": 10},
+            seed_everything_default=0, auto_configure_optimizers=False, args=args, run=run,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        skip = {"model", "dataloaders", "datamodule"}
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "validate": skip, "test": skip, "predict": skip,
+            "generate": {"model", "datamodule"},
+            "probe-olmo": set(),
+        }
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(HFCheckpoint, "checkpoint")
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("model.context_window", "data.context_window")
+
+    # -- subcommand plumbing (probe-olmo: hyphenated name, no model/data sections) ------------------
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        parser_subcommands = parser.add_subcommands()
+        trainer_class = self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
+        for subcommand in self.subcommands():
+            method = subcommand.replace("-", "_")
+            sub_kwargs = dict(kwargs.get(subcommand, {}))
+            sub_kwargs.setdefault("description", _get_short_description(getattr(trainer_class, method)))
+            sub_parser = self.init_parser(**sub_kwargs)
+            if subcommand in MODEL_SUBCOMMANDS:
+                self._add_arguments(sub_parser)
+            else:
+                self.add_default_arguments_to_parser(sub_parser)
+                sub_parser.add_lightning_class_args(self.trainer_class, "trainer")
+                sub_parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+            added = sub_parser.add_method_arguments(trainer_class, method, skip=set(self.subcommands()[subcommand]))
+            self._subcommand_method_arguments[subcommand] = added
+            self._subcommand_parsers[subcommand] = sub_parser
+            parser_subcommands.add_subcommand(subcommand, sub_parser, help=sub_kwargs["description"])
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would silently replace the configured model by the checkpoint's hyper-parameters;
+        # hierlatent instead refuses a checkpoint of another model (``_check_ckpt_path``).
+        return
+
+    def instantiate_classes(self) -> None:
+        if self.subcommand in MODEL_SUBCOMMANDS or self.subcommand is None:
+            super().instantiate_classes()
+            return
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.model = self.datamodule = None
+        self.trainer = self.instantiate_trainer()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand in MODEL_SUBCOMMANDS:
+            super()._run_subcommand(subcommand)
+            return
+        args = self._subcommand_method_arguments[subcommand]
+        kwargs = {k: v for k, v in self.config_init[subcommand].items() if k in args}
+        getattr(self.trainer, subcommand.replace("-", "_"))(**kwargs)
+
+    # -- validation before anything expensive ---------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand not in MODEL_SUBCOMMANDS:
+            return
+        cfg = self.config[self.subcommand]
+        m = cfg.model
+        # vocab_size is linked at instantiation; a placeholder lets the other fields be checked now
+        validate_model_args(m.architecture, max(2, m.vocab_size or 2), m.n_layers, m.d_model, m.n_heads, m.d_mlp,
+                            m.context_window, m.rope_theta)
+        if cfg.trainer.get("precision") is None:
+            cfg.trainer.precision = _default_precision(cfg.trainer.get("accelerator"))
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not Path(ckpt).is_file():
+            raise CheckpointError(f"--ckpt_path: checkpoint file {ckpt} does not exist")
+
+    def before_fit(self) -> None:
+        self._check_run()
+
+    def before_validate(self) -> None:
+        self._check_run()
+
+    def before_test(self) -> None:
+        self._check_run()
+
+    def before_predict(self) -> None:
+        self._check_run()
+
+    def before_generate(self) -> None:
+        _check_corpus_fills(self.model, self.datamodule, 1)
+
+    def _check_run(self) -> None:
+        trainer, model, dm = self.trainer, self.model, self.datamodule
+        world = max(1, trainer.num_nodes * trainer.num_devices)
+        _check_corpus_fills(model, dm, world)
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        path = _resolve_ckpt(trainer, ckpt)
+        if path is not None:
+            _check_ckpt_matches(path, model)
+        elif self.subcommand == "fit" and trainer.is_global_zero and trainer.logger is not None:
+            log_dir = Path(trainer.logger.log_dir)
+            if any(log_dir.glob("events.out.tfevents.*")):
+                raise ConfigError(
+                    f"--trainer.logger.init_args.version: run directory {log_dir} already holds a run; resume it with"
+                    " --ckpt_path last or choose another --trainer.logger.init_args.version"
+                )
+
+
+def _default_precision(accelerator: Any) -> str:
+    """bf16-mixed on a GPU that supports it (16-mixed otherwise), 32-true on CPU."""
+    if torch.cuda.is_available() and str(accelerator) in ("auto", "gpu", "cuda", "None"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _check_corpus_fills(model: LanguageModel, dm: CorpusDataModule, world: int) -> None:
+    """The context window must fit the model and the *expected* corpus must fill one batch per rank."""
+    T = dm.context_window
+    positions = model.hparams.context_window
+    if T > positions:
+        raise ConfigError(f"--model.context_window: data windows of {T} tokens exceed the model's {positions} positions")
+    gen = dm.generator
+    train, test = gen.expected_tokens("train"), gen.expected_tokens("test")
+    need = world * dm.batch_size
+    if train // T < need:
+        raise ConfigError(
+            f"--model.context_window: the corpus is expected to hold ~{train} train tokens = {train // T} windows of {T},"
+            f" fewer than one global batch ({world} device(s) x --data.batch_size {dm.batch_size}); use a smaller"
+            " context window or batch, or a larger corpus"
+        )
+    if test // T < world:
+        raise ConfigError(
+            f"--model.context_window: the test split is expected to hold ~{test} tokens, fewer than one window of {T}"
+            f" per device ({world})"
+        )
+
+
+def _resolve_ckpt(trainer: HierlatentTrainer, ckpt: str | None) -> Path | None:
+    """The checkpoint file a subcommand will load (``last`` resolved as Lightning does), or None."""
+    if not ckpt or ckpt in ("best", "hpc", "registry"):
+        return None
+    if ckpt == "last":
+        found = set()
+        for cb in trainer.checkpoint_callbacks:
+            found |= cb._find_last_checkpoints(trainer)
+        # no last checkpoint yet: Lightning starts from scratch (first launch of a requeued job)
+        return Path(max(found, key=lambda p: Path(p).stat().st_mtime)) if found else None
+    return Path(ckpt)
+
+
+def _check_ckpt_matches(path: Path, model: LanguageModel) -> None:
+    """Refuse a checkpoint whose weight shapes belong to another model (CheckpointError naming --ckpt_path)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 — any unreadable file is the same user error
+        raise CheckpointError(f"--ckpt_path: cannot read checkpoint {path}: {exc}") from exc
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hp or "state_dict" not in ckpt:
+        raise CheckpointError(f"--ckpt_path: {path} is not a hierlatent training checkpoint (no hyper-parameters/state)")
+    for key in SHAPE_KEYS:
+        if key in hp and hp[key] != model.hparams.get(key):
+            raise CheckpointError(
+                f"--ckpt_path: {path} belongs to another model: {key}={hp[key]!r} in the checkpoint,"
+                f" {model.hparams.get(key)!r} in this config"
+            )
+    own = model.state_dict()
+    for name, tensor in ckpt["state_dict"].items():
+        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"--ckpt_path: {path} belongs to another model: {name} has shape {tuple(tensor.shape)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``hierlatent <subcommand> ...``; user errors exit 2 with one ``error:`` line.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args[:1] == ["plot"]:
+            try:
+                from hierlatent.plot.cli import main as plot_main
+            except ModuleNotFoundError as exc:
+                if exc.name not in ("hierlatent.plot.cli", "hierlatent.plot"):
+                    raise
+                raise ConfigError("plot: hierlatent.plot.cli is not available in this installation") from exc
+            plot_main(args[1:])
+            return
+        HierlatentCLI(args=None if argv is None else args)
+    except HierlatentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

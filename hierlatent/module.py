@@ -1,0 +1,243 @@
+"""``LanguageModel``: the LightningModule that trains an HF causal LM from scratch on a hierlatent corpus.
+
+Training mirrors the paper's HF-Trainer setup (AdamW, linear decay, no warmup by default). Logging is
+designed to add no host synchronisation outside logging steps: tokens are counted by arithmetic on
+batch shapes, throughput is a wall-clock difference between logging steps, and the loss tensor is handed
+to Lightning, which converts it only when it writes to the logger.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import grad_norm
+
+from hierlatent.errors import ConfigError
+from hierlatent.model import Architecture, build_causal_lm, count_flops_per_token, validate_model_args
+
+
+class LanguageModel(L.LightningModule):
+    """A randomly initialised HF causal language model (``self.model``) trained with AdamW."""
+
+    def __init__(
+        self,
+        architecture: Architecture = "llama",
+        n_layers: int = 16,
+        d_model: int = 256,
+        n_heads: int = 4,
+        d_mlp: int = 1024,
+        context_window: int = 512,
+        rope_theta: float = 10000.0,
+        tie_embeddings: bool = False,
+        vocab_size: int = 0,
+        lr: float = 5e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_steps: int = 0,
+        warmup_fraction: float = 0.0,
+        schedule: Literal["linear", "cosine", "constant"] = "linear",
+        min_lr_ratio: float = 0.0,
+        compile: bool = False,
+        attn_implementation: str = "sdpa",
+    ) -> None:
+        """
+        Args:
+            architecture: HF model family: llama (the paper's), gpt2 or olmo.
+            n_layers: number of transformer blocks (paper: 16).
+            d_model: residual stream width (paper: 256).
+            n_heads: attention heads per layer; must divide d_model (paper: 4).
+            d_mlp: MLP hidden width (paper: 1024).
+            context_window: training sequence length = max positions; linked to data.context_window.
+            rope_theta: RoPE base frequency (llama, olmo).
+            tie_embeddings: share input embedding and unembedding weights.
+            vocab_size: vocabulary size; linked from data.vocab_size (leave 0 in configs).
+            lr: peak learning rate of AdamW (paper: 5e-5).
+            weight_decay: AdamW decoupled weight decay, not applied to biases and norm weights.
+            betas: AdamW betas.
+            eps: AdamW epsilon.
+            warmup_steps: linear warmup optimizer steps (paper: 0); exclusive with warmup_fraction.
+            warmup_fraction: warmup as a fraction of the planned optimizer steps.
+            schedule: learning-rate decay after warmup: linear (paper), cosine or constant.
+            min_lr_ratio: final learning rate as a fraction of lr (linear and cosine).
+            compile: run the forward pass through torch.compile.
+            attn_implementation: HF attention backend (sdpa, eager, flash_attention_2).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        validate_model_args(architecture, vocab_size, n_layers, d_model, n_heads, d_mlp, context_window, rope_theta)
+        _check_optim(lr, weight_decay, betas, eps, warmup_steps, warmup_fraction, min_lr_ratio)
+        self.model = build_causal_lm(
+            architecture, vocab_size, n_layers, d_model, n_heads, d_mlp, context_window, rope_theta,
+            tie_embeddings, attn_implementation,
+        )
+        self.flops_per_token = count_flops_per_token(architecture, vocab_size, n_layers, d_model, d_mlp, context_window)
+        self._tokens_seen = 0  # global (all ranks) training tokens, exact python int: no device sync
+        self._last_log: tuple[float, int] | None = None  # (wall time, tokens) at the previous logging step
+        self._peak_flops: float | None = None
+
+    # -- public state -------------------------------------------------------------------------
+    @property
+    def tokens_seen(self) -> int:
+        """Training tokens consumed so far, summed over all ranks (restored on resume)."""
+        return self._tokens_seen
+
+    def forward(self, input_ids: torch.Tensor) -> Any:
+        """HF forward with ``labels = input_ids`` (HF shifts them); returns the ``CausalLMOutput``."""
+        fn = getattr(self, "_compiled", None) or self.model
+        return fn(input_ids=input_ids, labels=input_ids)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        special = getattr(dm, "special", None) or {}
+        # give the exported HF config the corpus' special ids so generate()/pipelines stop at EOS
+        for key in ("eos", "pad"):
+            if key in special:
+                setattr(self.model.config, f"{key}_token_id", int(special[key]))
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and getattr(self, "_compiled", None) is None:
+            # not registered as a submodule: state_dict keys stay those of the HF model
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
+
+    def on_fit_start(self) -> None:
+        self._last_log = None
+        if self.device.type == "cuda":
+            from lightning.fabric.utilities.throughput import _plugin_to_compute_dtype, get_available_flops
+
+            dtype = _plugin_to_compute_dtype(self.trainer.precision_plugin)
+            self._peak_flops = get_available_flops(self.device, dtype)
+        self._log_reference_losses()
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self._log_reference_losses()  # repeated so the reference line spans the loss plot
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hierlatent"] = {"tokens_seen": self._tokens_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._tokens_seen = int(checkpoint.get("hierlatent", {}).get("tokens_seen", 0))
+        if self._trainer is not None:
+            # events written after this checkpoint by the killed run must disappear from TensorBoard
+            for logger in self.loggers:
+                if hasattr(logger, "purge_from"):
+                    logger.purge_from(int(checkpoint.get("global_step", 0)))
+
+    # -- steps -------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        input_ids = batch["input_ids"]
+        self._tokens_seen += input_ids.numel() * self.trainer.world_size  # shape arithmetic: no sync
+        loss = self(input_ids).loss
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        if self.trainer._logger_connector.should_update_logs:
+            self._log_step_stats(loss)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self(batch["input_ids"]).loss
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self(batch["input_ids"]).loss
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # the norm costs a reduction over all parameters and a sync: only at logging steps
+        if self.trainer.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            norms = grad_norm(self.model, norm_type=2)
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+
+    def _log_step_stats(self, loss: torch.Tensor) -> None:
+        """Metrics computed only at logging steps (the logger flush syncs there anyway)."""
+        stats = {"train/tokens_seen": float(self._tokens_seen)}
+        schedulers = self.lr_schedulers()
+        if schedulers is not None:
+            scheduler = schedulers[0] if isinstance(schedulers, list) else schedulers
+            stats["train/lr"] = scheduler.get_last_lr()[0]
+        now = time.perf_counter()
+        if self._last_log is not None and now > self._last_log[0]:
+            tps = (self._tokens_seen - self._last_log[1]) / (now - self._last_log[0])
+            stats["throughput/tokens_per_sec"] = tps
+            if self._peak_flops:
+                stats["throughput/mfu"] = self.flops_per_token * tps / (self._peak_flops * self.trainer.world_size)
+        self._last_log = (now, self._tokens_seen)
+        self.log_dict(stats, on_step=True, on_epoch=False, rank_zero_only=True)
+        self.log("loss", loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def _log_reference_losses(self) -> None:
+        refs = getattr(getattr(self.trainer, "datamodule", None), "reference_losses", None) or {}
+        metrics = {f"reference/{k}": float(v) for k, v in refs.items() if v is not None and math.isfinite(v)}
+        if metrics:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.trainer.global_step)
+
+    # -- optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused or None)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = hp.warmup_steps or int(round(hp.warmup_fraction * total))
+        factor = make_schedule(hp.schedule, total, warmup, hp.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class _Schedule:
+    """Picklable learning-rate factor ``step -> lr/peak`` (a lambda would not survive a checkpoint)."""
+
+    def __init__(self, kind: str, total: int, warmup: int, min_ratio: float) -> None:
+        self.kind, self.total, self.warmup, self.min_ratio = kind, total, warmup, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        shape = 1.0 - progress if self.kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_ratio + (1.0 - self.min_ratio) * shape
+
+
+def make_schedule(kind: str, total: int, warmup: int, min_ratio: float) -> _Schedule:
+    """The LR factor: linear warmup to 1, then linear/cosine decay to ``min_ratio`` at ``total`` (HF's shape).
+
+    Args:
+        kind: linear, cosine or constant.
+        total: planned optimizer steps.
+        warmup: warmup optimizer steps.
+        min_ratio: final factor.
+    """
+    if kind not in ("linear", "cosine", "constant"):
+        raise ConfigError(f"--model.schedule: unknown schedule {kind!r}")
+    return _Schedule(kind, total, warmup, min_ratio)
+
+
+def _check_optim(lr, weight_decay, betas, eps, warmup_steps, warmup_fraction, min_lr_ratio) -> None:
+    if not (isinstance(lr, (int, float)) and 0 < lr < 1):
+        raise ConfigError(f"--model.lr: must be a number in (0, 1), got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise ConfigError(f"--model.weight_decay: must be >= 0, got {weight_decay!r}")
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"--model.betas: must be two numbers in [0, 1), got {betas!r}")
+    if not eps > 0:
+        raise ConfigError(f"--model.eps: must be > 0, got {eps!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ConfigError(f"--model.warmup_steps: must be an integer >= 0, got {warmup_steps!r}")
+    if not 0 <= warmup_fraction < 1:
+        raise ConfigError(f"--model.warmup_fraction: must be in [0, 1), got {warmup_fraction!r}")
+    if warmup_steps and warmup_fraction:
+        raise ConfigError("--model.warmup_fraction: set either --model.warmup_steps or --model.warmup_fraction, not both")
+    if not 0 <= min_lr_ratio <= 1:
+        raise ConfigError(f"--model.min_lr_ratio: must be in [0, 1], got {min_lr_ratio!r}")

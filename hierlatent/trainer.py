@@ -1,0 +1,119 @@
+"""``HierlatentTrainer`` (Lightning ``Trainer`` + the ``generate`` and ``probe-olmo`` subcommands) and a resumable logger.
+
+``ResumableTensorBoardLogger`` keeps one run directory across restarts and hides the events a killed run
+wrote after its last checkpoint (SummaryWriter ``purge_step``), so TensorBoard curves have each step once.
+It also writes the HPARAMS-tab session with ``val/loss`` as its metric (without a fake scalar at step 0)
+and a custom-scalars layout grouping Loss, Throughput and Probes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from hierlatent.errors import ConfigError
+
+try:
+    from hierlatent.olmo.sweep import probe_olmo as _probe_olmo
+except ModuleNotFoundError as exc:  # the OLMo sweep is an optional part; only its absence is tolerated
+    if exc.name not in ("hierlatent.olmo.sweep", "hierlatent.olmo"):
+        raise
+    _probe_olmo = None
+
+#: TensorBoard custom-scalars layout (categories -> charts -> [kind, tag regexes])
+CUSTOM_SCALARS: dict[str, dict[str, list]] = {
+    "Loss": {"loss": ["Multiline", ["train/loss", "val/loss", r"reference/.*"]]},
+    "Throughput": {
+        "tokens per second": ["Multiline", ["throughput/tokens_per_sec"]],
+        "MFU": ["Multiline", ["throughput/mfu"]],
+        "grad norm": ["Multiline", ["train/grad_norm"]],
+        "learning rate": ["Multiline", ["train/lr"]],
+    },
+    "Probes": {"probes": ["Multiline", [r"probes/.*"]]},
+}
+
+
+class ResumableTensorBoardLogger(TensorBoardLogger):
+    """TensorBoard logger that can purge a killed run's orphan events and writes an HPARAMS session on ``val/loss``."""
+
+    def __init__(self, *args: Any, hparams_metrics: tuple[str, ...] = ("val/loss",), **kwargs: Any) -> None:
+        """
+        Args:
+            args: positional arguments of ``TensorBoardLogger`` (``save_dir``, ``name``, ``version``).
+            hparams_metrics: scalar tags listed as metrics in the HPARAMS tab.
+            kwargs: keyword arguments of ``TensorBoardLogger`` (``save_dir``, ``name``, ``version``, ...).
+        """
+        kwargs.setdefault("default_hp_metric", False)
+        super().__init__(*args, **kwargs)
+        self.hparams_metrics = tuple(hparams_metrics)
+
+    def purge_from(self, step: int) -> None:
+        """Hide events of earlier runs at steps >= ``step`` (call when resuming from a checkpoint at ``step``).
+
+        Args:
+            step: the restored global step; the next event file starts with a purge marker at it.
+        """
+        self._kwargs["purge_step"] = int(step)
+        if self._experiment is not None:  # reopen: purge_step only acts when a writer is created
+            self._experiment.flush()
+            self._experiment.close()
+            self._experiment = None
+
+    @property
+    def experiment(self) -> Any:
+        new = self._experiment is None
+        writer = super().experiment
+        if new and rank_zero_only.rank == 0:
+            writer.add_custom_scalars(CUSTOM_SCALARS)
+        return writer
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        params = _convert_params(params)
+        self.hparams.update(params)  # saved to hparams.yaml by the parent's save()
+        flat = self._sanitize_params(_flatten_dict(params))
+        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+        if metrics:
+            self.log_metrics(metrics, step)
+        # metric values are read from the scalar tags themselves: no placeholder scalar is written
+        exp, ssi, sei = hparams(flat, {tag: 0.0 for tag in self.hparams_metrics})
+        writer = self.experiment._get_file_writer()
+        for summary in (exp, ssi, sei):
+            writer.add_summary(summary, step)
+
+
+class HierlatentTrainer(Trainer):
+    """Lightning ``Trainer`` with hierlatent's extra subcommands."""
+
+    def generate(self, model: LightningModule, datamodule: LightningDataModule) -> None:
+        """Generate (or find in the cache) the corpus the config's data module needs, then print its path and meta.
+
+        Args:
+            model: unused; present because every subcommand receives the configured model.
+            datamodule: the configured ``CorpusDataModule``.
+        """
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        corpus = datamodule.corpus
+        meta = dict(corpus.meta)
+        summary = {k: meta.get(k) for k in ("name", "class_path", "vocab_size", "n_tokens", "n_shards",
+                                            "reference_losses", "generation")}
+        print(f"corpus: {corpus.path}")
+        print(json.dumps(summary, indent=2))
+        sys.stdout.flush()
+
+    if _probe_olmo is not None:
+        probe_olmo = _probe_olmo
+    else:
+
+        def probe_olmo(self) -> None:
+            """Run the probes over OLMo checkpoints (needs hierlatent.olmo.sweep, not installed in this build)."""
+            raise ConfigError("probe-olmo: hierlatent.olmo.sweep is not available in this installation")
