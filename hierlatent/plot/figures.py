@@ -50,6 +50,12 @@ def panels(sources: list[Source], paper_slots: tuple[str, ...] = PAPER_ORDER) ->
     return out
 
 
+def _ylabel(ax, text: str) -> None:
+    """Y label on the first panel of each row only: the panels of a row share the quantity."""
+    if ax.get_subplotspec().is_first_col():
+        ax.set_ylabel(text)
+
+
 def _no_data(ax, panel: Panel, what: str) -> None:
     if panel.source is None:
         empty_panel(ax, panel.title, panel.missing)
@@ -83,7 +89,7 @@ def fig_loss(plist: list[Panel], opts: Options):
             ax.axhline(value, ls="--", lw=0.8, color=f"0.{2 + 2 * (i % 4)}", label=ref)
         step_axis(ax, np.concatenate([s for s, _ in curves.values()]), opts.xscale)
         ax.set_title(panel.title)
-        ax.set_ylabel("loss (nats/token)")
+        _ylabel(ax, "loss (nats/token)")
         ax.legend(loc="upper right")
     return fig, filled
 
@@ -111,7 +117,7 @@ def fig_k_order(plist: list[Panel], opts: Options):
         step_axis(ax, steps, opts.xscale)
         ax.set_ylim(0, 1)
         ax.set_title(panel.title)
-        ax.set_ylabel("k-order induction score")
+        _ylabel(ax, "k-order induction score")
     norm = mpl.colors.BoundaryNorm(np.arange(0.5, k_max + 1), cmap.N)
     cbar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, ticks=range(1, k_max + 1), shrink=0.9)
     cbar.set_label("k")
@@ -137,7 +143,7 @@ def fig_standard_induction(plist: list[Panel], opts: Options):
         step_axis(ax, np.concatenate(all_steps), opts.xscale)
         ax.set_ylim(0, 1)
         ax.set_title(panel.title)
-        ax.set_ylabel("score (max over heads)")
+        _ylabel(ax, "score (max over heads)")
         if not legend_done:
             ax.legend(loc="best")
             legend_done = True
@@ -169,7 +175,7 @@ def _heatmaps(plist: list[Panel], opts: Options, path: tuple[str, ...], transfor
         ax.set_ylim(y_edges[-1], y_edges[0])  # layer 0 on top, like the paper's heatmaps
         ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         ax.set_title(panel.title)
-        ax.set_ylabel("layer")
+        _ylabel(ax, "layer")
     cbar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9)
     cbar.set_label(label)
     return fig, filled
