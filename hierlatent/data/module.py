@@ -38,6 +38,21 @@ from hierlatent.errors import ConfigError
 SAMPLINGS = ("contiguous", "random")
 
 
+class _TrainLoader(DataLoader):
+    """The train ``DataLoader``, marked resumable for Lightning.
+
+    The resume position lives in ``CorpusDataModule.state_dict`` (Lightning restores it before it builds this
+    loader); these methods only tell Lightning's fit loop that the loader resumes mid-epoch, so it does not
+    warn that it cannot.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
 class CorpusDataModule(pl.LightningDataModule):
     """Token windows of a generated corpus for training (train split) and validation/test (test split)."""
 
@@ -180,7 +195,7 @@ class CorpusDataModule(pl.LightningDataModule):
             seed=self.seed, num_replicas=world, rank=rank, drop_last=self.drop_last, epoch=epoch,
             start_position=position, epoch_source=self._trainer_epoch,
         )
-        return self._loader(self.train_windows, self._train_sampler)
+        return self._loader(self.train_windows, self._train_sampler, _TrainLoader)
 
     def val_dataloader(self) -> DataLoader:
         """Evenly spaced non-overlapping windows of the test split (capped by ``val_windows``), dealt to ranks."""
@@ -193,8 +208,8 @@ class CorpusDataModule(pl.LightningDataModule):
         """Same windows as ``val_dataloader``."""
         return self.val_dataloader()
 
-    def _loader(self, windows: TokenWindows, sampler: Any) -> DataLoader:
-        return DataLoader(
+    def _loader(self, windows: TokenWindows, sampler: Any, cls: type[DataLoader] = DataLoader) -> DataLoader:
+        return cls(
             windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             collate_fn=_identity, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
         )
