@@ -55,11 +55,17 @@ def with_output(output: Any, new: Tensor) -> Any:
 
 @contextmanager
 def hooks(*registrations: tuple[nn.Module, str, Any]):
-    """Register ``(module, kind, fn)`` hooks (kind: "forward" or "pre") and always remove them."""
+    """Register ``(module, kind, fn)`` hooks and always remove them.
+
+    kind: "forward", "pre" (forward pre-hook), "pre_kwargs" (pre-hook also given the kwargs).
+    """
     with ExitStack() as stack:
         for module, kind, fn in registrations:
-            reg = module.register_forward_hook if kind == "forward" else module.register_forward_pre_hook
-            stack.callback(reg(fn).remove)
+            if kind == "forward":
+                handle = module.register_forward_hook(fn)
+            else:
+                handle = module.register_forward_pre_hook(fn, with_kwargs=kind == "pre_kwargs")
+            stack.callback(handle.remove)
         yield
 
 
@@ -166,48 +172,90 @@ def hydra_paper(model: nn.Module, inputs: Tensor, ks: Sequence[int] = (1, 2), fi
 
 
 # -- McGrath et al. 2023 -------------------------------------------------------------------------------
-def _attention_run(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
-                   row_layer: Tensor | None, replacement: Tensor | None, batch_size: int,
-                   want_mean: bool = False) -> dict[str, Tensor]:
-    """Forward passes recording every attention layer's last-position output and the final state.
+def _attention_mean(model: nn.Module, adapter: ModelAdapter, ids: Tensor, batch_size: int) -> Tensor:
+    """Every attention layer's output averaged over all tokens of ``ids`` ``[L, d]`` (mean ablation)."""
+    total = torch.zeros(adapter.n_layers, adapter.d_model, dtype=torch.float64, device=ids.device)
 
-    Row r replaces attention layer ``row_layer[r]``'s output (all positions) by ``replacement[layer]``.
-    Returns ``attn`` [R, L, d], ``final`` [R, d] (last layer's residual), ``logit`` [R] (of y, or of the
-    argmax when y is None, then also ``y``) and, with ``want_mean``, ``mean`` [L, d] over all tokens.
+    def make(l: int):
+        def fn(module, args, output):
+            total[l] += output_tensor(output).double().sum((0, 1))
+        return fn
+
+    with hooks(*[(adapter.attention(l), "forward", make(l)) for l in range(adapter.n_layers)]):
+        for sl in _chunks(ids.shape[0], batch_size):
+            model(input_ids=ids[sl], use_cache=False, logits_to_keep=1)
+    return total / ids.numel()
+
+
+def _check_head(clean: Tensor, head: Tensor) -> None:
+    """The layer-wise re-runs read logits as lm_head(final_norm(h)); refuse models where that is wrong."""
+    tol = 10 * torch.finfo(clean.dtype).eps ** 0.5
+    if not torch.allclose(head, clean, rtol=tol, atol=tol):
+        raise ProbeError("HydraProbe.mcgrath: lm_head(final_norm(h)) does not reproduce this model's logits "
+                         "(logit scaling or soft-capping?); run with mcgrath=False")
+
+
+def _mcgrath_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
+                   repl: Tensor) -> dict[str, Tensor]:
+    """Clean run of a chunk of inputs, then one re-run per ablated attention layer i.
+
+    Layers before i are unaffected by ablating i, so the re-run starts at decoder layer i from the clean
+    run's recorded input to it (same rows, same position/mask arguments): L(L+1)/2 layer passes per input
+    instead of L². Returns ``attn`` [B, L, d] and ``attn_abl`` [i, B, L, d] (last position), ``final``
+    [B, d], ``logit`` [B], ``logit_abl`` [i, B] and ``y`` [B].
     """
-    L, d = adapter.n_layers, adapter.d_model
-    attn, final, logit, ys = [], [], [], []
-    total = torch.zeros(L, d, dtype=torch.float64, device=ids.device)
-    for sl in _chunks(ids.shape[0], batch_size):
-        got: list[Tensor | None] = [None] * L
-        rows = None if row_layer is None else row_layer[sl].to(ids.device)
+    L = adapter.n_layers
+    got: list[Tensor | None] = [None] * L
+    inputs: dict[int, tuple[tuple, dict]] = {}
 
-        def make(l: int):
-            def fn(module, args, output):
-                a = output_tensor(output)
-                if rows is not None and bool((rows == l).any()):
-                    a = torch.where((rows == l)[:, None, None], replacement[l].to(a.dtype), a)
-                    output = with_output(output, a)
-                if want_mean:
-                    total[l] += a.double().sum((0, 1))
-                got[l] = a[:, -1]
-                return output
-            return fn
+    def record(l: int):
+        def fn(module, args, output):
+            got[l] = output_tensor(output)[:, -1]
+        return fn
 
-        def last(module, args, output):
-            final.append(output_tensor(output)[:, -1])
+    def keep(l: int):
+        def fn(module, args, kwargs):
+            inputs[l] = (args, kwargs)
+        return fn
 
-        regs = [(adapter.attention(l), "forward", make(l)) for l in range(L)]
-        with hooks(*regs, (adapter.layers[L - 1], "forward", last)):
-            logits = model(input_ids=ids[sl], use_cache=False, logits_to_keep=1).logits[:, -1]  # [r, V]
-        target = logits.argmax(-1) if y is None else y[sl]
-        ys.append(target)
-        logit.append(logits.gather(-1, target[:, None])[:, 0])
-        attn.append(torch.stack(got, 1))  # [r, L, d]
-    out = {"attn": torch.cat(attn), "final": torch.cat(final), "logit": torch.cat(logit), "y": torch.cat(ys)}
-    if want_mean:
-        out["mean"] = total / (ids.shape[0] * ids.shape[1])
-    return out
+    regs = [(adapter.attention(l), "forward", record(l)) for l in range(L)]
+    regs += [(adapter.layers[l], "pre_kwargs", keep(l)) for l in range(L)]
+    final: list[Tensor] = []
+    regs.append((adapter.layers[L - 1], "forward", lambda m, a, o: final.append(output_tensor(o)[:, -1])))
+    with hooks(*regs):
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]  # [B, V]
+    y = logits.argmax(-1) if y is None else y
+    logit = token_logits(adapter, model, final[0], y, True)
+    _check_head(logits.gather(-1, y[:, None])[:, 0], logit)
+    clean_attn = torch.stack(got, 1)  # [B, L, d]
+    attn_abl, logit_abl = [], []
+    for i in range(L):
+        got = list(clean_attn.unbind(1))  # layers < i keep their clean outputs
+
+        def ablate(module, args, output):
+            new = repl[i].to(output_tensor(output).dtype).expand_as(output_tensor(output))  # [B, T, d]
+            got[i] = new[:, -1]
+            return with_output(output, new)
+
+        regs = [(adapter.attention(i), "forward", ablate)]
+        regs += [(adapter.attention(l), "forward", record(l)) for l in range(i + 1, L)]
+        with hooks(*regs):
+            h = _run_layers(adapter, inputs, i)
+        attn_abl.append(torch.stack(got, 1))
+        logit_abl.append(token_logits(adapter, model, h[:, -1], y, True))
+    return {"attn": clean_attn, "attn_abl": torch.stack(attn_abl), "final": final[0], "logit": logit,
+            "logit_abl": torch.stack(logit_abl), "y": y}
+
+
+def _run_layers(adapter: ModelAdapter, inputs: dict[int, tuple[tuple, dict]], start: int) -> Tensor:
+    """Decoder layers ``start``… from the recorded input of layer ``start``; the last layer's output."""
+    args, kwargs = inputs[start]
+    h = args[0] if args else kwargs["hidden_states"]
+    for l in range(start, adapter.n_layers):
+        args, kwargs = inputs[l]
+        out = adapter.layers[l](h, *args[1:], **kwargs) if args else adapter.layers[l](**{**kwargs, "hidden_states": h})
+        h = output_tensor(out)
+    return h
 
 
 def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
@@ -219,24 +267,23 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
         inputs: token ids ``[N, T]`` (also the reference batch of mean ablation).
         targets: correct next token per input ``[N]``; None = the clean run's argmax.
         ablation: replace the attention output by zeros or by its mean over all reference tokens.
-        batch_size: rows per forward pass.
+        batch_size: inputs per forward pass.
     """
     adapter = ModelAdapter.from_model(model)
     L = adapter.n_layers
     ids = inputs.to(model_device(model))
-    N = ids.shape[0]
     y = None if targets is None else targets.to(ids.device)
     with probe_mode(model, eager=False), torch.no_grad():
-        clean = _attention_run(model, adapter, ids, y, None, None, batch_size, ablation == "mean")
-        y = clean["y"]
-        repl = clean["mean"] if ablation == "mean" else torch.zeros(L, adapter.d_model, device=ids.device)
-        row_layer = torch.arange(L, device=ids.device).repeat_interleave(N)  # rows (i, n), i-major
-        abl = _attention_run(model, adapter, ids.repeat(L, 1), y.repeat(L), row_layer, repl, batch_size)
-        u = frozen_norm_readout(adapter, clean["final"].double(), y).double()  # [N, d]
-        read_clean = torch.einsum("nd,nld->nl", u, clean["attn"].double())  # [N, L]
-        read_abl = torch.einsum("nd,inld->inl", u, abl["attn"].double().view(L, N, L, -1))  # [L, N, L]
+        repl = (_attention_mean(model, adapter, ids, batch_size) if ablation == "mean"
+                else torch.zeros(L, adapter.d_model, device=ids.device))  # [L, d]
+        parts = [_mcgrath_chunk(model, adapter, ids[sl], None if y is None else y[sl], repl)
+                 for sl in _chunks(ids.shape[0], batch_size)]
+        r = {k: torch.cat([p[k] for p in parts], 1 if k.endswith("_abl") else 0) for k in parts[0]}
+        u = frozen_norm_readout(adapter, r["final"].double(), r["y"]).double()  # [N, d]
+        read_clean = torch.einsum("nd,nld->nl", u, r["attn"].double())  # [N, L]
+        read_abl = torch.einsum("nd,inld->inl", u, r["attn_abl"].double())  # [i, N, L]
         matrix = (read_abl - read_clean[None]).mean(1)  # [i, j]
         direct = -matrix.diagonal()
-        total = (clean["logit"].double()[None] - abl["logit"].double().view(L, N)).mean(1)
+        total = (r["logit"].double()[None] - r["logit_abl"].double()).mean(1)  # [i]
     return {"direct": direct.tolist(), "total": total.tolist(), "compensation": (direct - total).tolist(),
             "matrix": matrix.tolist(), "ablation": ablation}
