@@ -100,8 +100,7 @@ def read_fit_run(run: Path) -> Source:
 def read_olmo(root: Path, loss_csv: Path | None) -> Source:
     """Read a probe-olmo output directory (and optionally its loss CSV)."""
     tb = root / "tensorboard"
-    files = sorted(tb.rglob(EVENT_GLOB)) if tb.is_dir() else []
-    scalars = read_scalars(files)
+    scalars = read_scalars(list(tb.rglob(EVENT_GLOB)) if tb.is_dir() else [])
     probes = probes_from_scalars(scalars)
     probes.update(read_olmo_probes(root))
     loss = read_loss_csv(loss_csv) if loss_csv is not None else None

@@ -22,11 +22,14 @@ REFERENCES = {"PCFG": {"entropy_given_latent": 3.9, "role_unigram": 4.87}, "N-gr
 OLMO_REVISIONS = ["step1000-tokens4B", "step10000-tokens42B", "step100000-tokens419B", "step738020-tokens3095B"]
 
 
-def write_scalars(log_dir: Path, scalars: dict[str, list[tuple[int, float]]], suffix: str = "") -> None:
-    """Write one event file with ``tag -> [(step, value)]`` scalars (SummaryWriter, like Lightning)."""
+def write_scalars(log_dir: Path, scalars: dict[str, list[tuple[int, float]]], suffix: str = "", purge_step: int | None = None) -> None:
+    """Write one event file with ``tag -> [(step, value)]`` scalars (SummaryWriter, like Lightning).
+
+    ``purge_step`` is what a resumed run's writer gets: earlier events at steps >= it become orphans.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(log_dir), filename_suffix=suffix)
+    writer = SummaryWriter(log_dir=str(log_dir), filename_suffix=suffix, purge_step=purge_step)
     for tag, rows in scalars.items():
         for step, value in rows:
             writer.add_scalar(tag, value, global_step=step)

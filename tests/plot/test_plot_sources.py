@@ -13,18 +13,35 @@ from hierlatent.errors import ConfigError
 from hierlatent.plot.cli import _expand_list_flags
 from hierlatent.plot.data import ema, layer_matrix, step_edges, vector_series
 from hierlatent.plot.discover import corpus_label, find_runs, load_sources, read_fit_run
-from hierlatent.plot.sources import Source, parse_revision, probes_from_scalars, read_loss_csv, read_scalars
+from hierlatent.plot.sources import Source, _file_order, parse_revision, probes_from_scalars, read_loss_csv, read_scalars
 
 
 def test_resumed_run_keeps_last_value_per_step(tmp_path):
     run = tmp_path / "version_0"
     write_scalars(run, {"train/loss": [(0, 5.0), (10, 4.0), (20, 3.0)]}, suffix=".a")
     write_scalars(run, {"train/loss": [(20, 2.5), (30, 2.0)], "val/loss": [(30, 2.2)]}, suffix=".b")
-    scalars = read_scalars(sorted(run.glob("events.out.tfevents.*")))
+    scalars = read_scalars(list(run.glob("events.out.tfevents.*")))
     steps, values = scalars["train/loss"]
     assert steps.tolist() == [0, 10, 20, 30]
     np.testing.assert_allclose(values, [5.0, 4.0, 2.5, 2.0])  # step 20 from the resumed (later) file
     assert scalars["val/loss"][0].tolist() == [30]
+
+
+def test_resumed_run_with_purge_step_drops_orphans(tmp_path):
+    """A run killed at step 25 and resumed from its step-20 checkpoint (the trainer's purge_step)."""
+    run = tmp_path / "version_0"
+    write_scalars(run, {"train/loss": [(0, 5.0), (10, 4.0), (20, 3.0), (25, 2.8)], "val/loss": [(25, 3.1)]}, suffix=".a")
+    write_scalars(run, {"train/loss": [(20, 2.5), (30, 2.0)]}, suffix=".b", purge_step=20)
+    scalars = read_scalars(list(run.glob("events.out.tfevents.*")))
+    assert scalars["train/loss"][0].tolist() == [0, 10, 20, 30]  # 25 was orphaned
+    np.testing.assert_allclose(scalars["train/loss"][1], [5.0, 4.0, 2.5, 2.0])
+    assert "val/loss" not in scalars  # its only value (step 25) was orphaned
+
+
+def test_event_files_ordered_by_time_then_counter():
+    names = ["events.out.tfevents.1700000001.host.7.10", "events.out.tfevents.1700000001.host.7.9.a", "events.out.tfevents.1600000000.h.1.0"]
+    ordered = sorted((Path(n) for n in names), key=_file_order)
+    assert [p.name for p in ordered] == [names[2], names[1], names[0]]
 
 
 def test_probes_rebuilt_from_tensorboard_tags_when_no_json(tmp_path):
