@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -98,19 +96,11 @@ def test_memmap_shards_pickle_without_memmaps(tmp_path):
         paths.append(tmp_path / f"shard-{i}.bin")
         a.tofile(paths[-1])
 
-    windows = TokenWindows(_OpenMemmaps(paths), TRAIN_SHARDS, 32)
+    windows = TokenWindows.from_files(paths, np.uint16, 32)
+    assert windows.n_tokens == N_TRAIN
     assert windows.read([690])[0, 0] == 690
     clone = pickle.loads(pickle.dumps(windows))
     assert clone._shards is None and clone.read([690])[0].tolist() == list(range(690, 722))
-
-
-class _OpenMemmaps:
-    def __init__(self, paths):
-        self.paths = [str(p) for p in paths]
-
-    def __call__(self):
-        # np.memmap cannot map an empty file: an empty shard is an empty array
-        return [np.memmap(p, dtype=np.uint16, mode="r") if os.path.getsize(p) else np.zeros(0, np.uint16) for p in self.paths]
 
 
 # -- samplers -------------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ def _open_corpus_split(corpus_path: str, split: str) -> list[np.ndarray]:
     return list(open_corpus(Path(corpus_path)).memmaps(split))
 
 
+def _memmap_files(paths: tuple[str, ...], dtype: str) -> list[np.ndarray]:
+    # np.memmap cannot map an empty file: an empty shard is an empty array
+    return [np.memmap(p, dtype=dtype, mode="r") if Path(p).stat().st_size else np.zeros(0, dtype) for p in paths]
+
+
 def _given_arrays(arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     return list(arrays)
 
@@ -57,6 +62,14 @@ class TokenWindows(Dataset):
         """Windows over in-memory 1-D arrays (tests, small corpora)."""
         arrays = tuple(np.asarray(a) for a in arrays)
         return cls(functools.partial(_given_arrays, arrays), [len(a) for a in arrays], context_window)
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | Path], dtype: str | np.dtype, context_window: int) -> TokenWindows:
+        """Windows over raw token files (one shard each, in order), memory-mapped lazily per process."""
+        dtype = np.dtype(dtype)
+        lengths = [Path(p).stat().st_size // dtype.itemsize for p in paths]
+        opener = functools.partial(_memmap_files, tuple(str(p) for p in paths), dtype.str)
+        return cls(opener, lengths, context_window)
 
     @classmethod
     def from_corpus(cls, corpus: Any, split: str, context_window: int) -> TokenWindows:
