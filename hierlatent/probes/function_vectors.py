@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter, probe_mode
+from hierlatent.probes.base import Probe
 from hierlatent.probes.hydra import _chunks, hooks, model_device, output_tensor, with_output
 
 
@@ -225,3 +226,132 @@ def fv_todd(model: nn.Module, prompts: dict[str, Tensor], n_top_heads: int = 10,
         fv_acc = (with_fv == p["gold"]).double().mean().item()
     return {"top_heads": [list(t) for t in top], "cie": cie.tolist(), "zero_shot_accuracy": zs_acc,
             "fv_accuracy": fv_acc, "gain": fv_acc - zs_acc, "layer": fv_layer}
+
+
+# -- the Probe -----------------------------------------------------------------------------------------
+def _check_range(field: str, value: Any) -> tuple[int, int]:
+    if (not isinstance(value, (tuple, list)) or len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                                                                      for v in value) or not 0 <= value[0] < value[1]):
+        raise ProbeError(f"FunctionVectorProbe.{field}: must be a half-open id range [lo, hi) with 0 <= lo < hi, "
+                         f"got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+class FunctionVectorProbe(Probe):
+    """Function vectors on the PCFG vocabulary: the paper's per-layer improvement and Todd et al.'s FV.
+
+    Args:
+        n_pairs: source/target prompt pairs of the paper protocol (ignored when ``prompts`` is given).
+        seed: seed of the prompt sampler (the paper: 42).
+        connector: the connector token C of the prompts.
+        subject_range: half-open id range of subjects.
+        verb_range: half-open id range of verbs.
+        object_range: half-open id range of objects.
+        prompts: explicit pairs, each ``[s1, v1, o1, s2, v2, o2]`` (source [s1 v1 o1 C s1 v1] -> o1, target
+            [s2 v2 o2 C s2 v2] -> o2); None = ``n_pairs`` sampled ones.
+        todd: also run Todd et al.'s head ranking and function-vector accuracy.
+        n_top_heads: heads summed into Todd's function vector.
+        fv_layer: decoder layer receiving Todd's vector (None = n_layers // 3).
+        n_shots: demonstrations per Todd prompt.
+        n_icl_prompts: Todd prompts (clean, corrupted and zero-shot each).
+        batch_size: sequences per forward pass.
+    """
+
+    name = "function_vectors"
+
+    def __init__(self, n_pairs: int = 16, seed: int = 42, connector: int = 950,
+                 subject_range: tuple[int, int] = (0, 300), verb_range: tuple[int, int] = (300, 600),
+                 object_range: tuple[int, int] = (600, 900), prompts: list[list[int]] | None = None,
+                 todd: bool = True, n_top_heads: int = 10, fv_layer: int | None = None, n_shots: int = 5,
+                 n_icl_prompts: int = 16, batch_size: int = 64) -> None:
+        for field, value, low in (("n_pairs", n_pairs, 1), ("seed", seed, 0), ("connector", connector, 0),
+                                  ("n_top_heads", n_top_heads, 1), ("n_shots", n_shots, 2),
+                                  ("n_icl_prompts", n_icl_prompts, 1), ("batch_size", batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ProbeError(f"FunctionVectorProbe.{field}: must be an integer >= {low}, got {value!r}")
+        if fv_layer is not None and (isinstance(fv_layer, bool) or not isinstance(fv_layer, int) or fv_layer < 0):
+            raise ProbeError(f"FunctionVectorProbe.fv_layer: must be an integer >= 0 or None, got {fv_layer!r}")
+        self.subject_range = _check_range("subject_range", subject_range)
+        self.verb_range = _check_range("verb_range", verb_range)
+        self.object_range = _check_range("object_range", object_range)
+        if prompts is not None:
+            ok = len(prompts) > 0 and all(isinstance(p, (list, tuple)) and len(p) == 6 and all(
+                not isinstance(t, bool) and isinstance(t, int) and t >= 0 for t in p) for p in prompts)
+            if not ok:
+                raise ProbeError("FunctionVectorProbe.prompts: must be a non-empty list of [s1, v1, o1, s2, v2, o2] "
+                                 "lists of non-negative token ids")
+        self.n_pairs, self.seed, self.connector, self.prompts = n_pairs, seed, connector, prompts
+        self.todd, self.n_top_heads, self.fv_layer, self.n_shots = todd, n_top_heads, fv_layer, n_shots
+        self.n_icl_prompts, self.batch_size = n_icl_prompts, batch_size
+
+    def validate(self, adapter: ModelAdapter) -> None:
+        """Every token id inside the vocabulary, ``fv_layer`` a layer, Todd prompts inside the context.
+
+        Args:
+            adapter: the model's adapter.
+        """
+        V = adapter.vocab_size
+        for field in ("subject_range", "verb_range", "object_range"):
+            if getattr(self, field)[1] > V:
+                raise ProbeError(f"FunctionVectorProbe.{field}: {getattr(self, field)} exceeds the vocabulary ({V})")
+        if self.connector >= V:
+            raise ProbeError(f"FunctionVectorProbe.connector: id {self.connector} is outside the vocabulary ({V})")
+        if self.prompts is not None and max(max(p) for p in self.prompts) >= V:
+            raise ProbeError(f"FunctionVectorProbe.prompts: id {max(max(p) for p in self.prompts)} is outside the "
+                             f"vocabulary ({V})")
+        if self.fv_layer is not None and self.fv_layer >= adapter.n_layers:
+            raise ProbeError(f"FunctionVectorProbe.fv_layer: {self.fv_layer} >= the model's {adapter.n_layers} layers")
+        if adapter.max_positions and self.todd and 4 * self.n_shots + 2 > adapter.max_positions:
+            raise ProbeError(f"FunctionVectorProbe.n_shots: {self.n_shots} demonstrations need "
+                             f"{4 * self.n_shots + 2} positions; the model has {adapter.max_positions}")
+
+    def pairs(self) -> Tensor:
+        """The paper's prompt pairs ``[P, 6]`` (explicit ``prompts`` or ``n_pairs`` seeded samples)."""
+        if self.prompts is not None:
+            return torch.tensor(self.prompts, dtype=torch.long)
+        gen = torch.Generator().manual_seed(self.seed)
+        ranges = [self.subject_range, self.verb_range, self.object_range] * 2
+        return torch.stack([torch.randint(lo, hi, (self.n_pairs,), generator=gen) for lo, hi in ranges], 1)
+
+    def run(self, model: nn.Module, heldout: Tensor | None = None) -> dict:
+        """The ``function_vectors`` fragment of the probe JSON.
+
+        Args:
+            model: HF causal LM.
+            heldout: unused (the prompts are synthetic); accepted for the runner's uniform call.
+        """
+        self.validate(ModelAdapter.from_model(model))
+        out: dict[str, Any] = {"improvement": fv_paper(model, self.pairs(), self.connector, self.batch_size)}
+        if self.todd:
+            prompts = icl_prompts(self.n_icl_prompts, self.n_shots, self.subject_range, self.verb_range,
+                                  self.object_range, self.connector, self.seed)
+            out["todd"] = fv_todd(model, prompts, self.n_top_heads, self.fv_layer, self.batch_size)
+        return out
+
+    def scalars(self, result: dict) -> dict[str, float]:
+        """``function_vectors/improvement/layer<l>`` and Todd's accuracies and gain.
+
+        Args:
+            result: the output of ``run``.
+        """
+        out = {f"function_vectors/improvement/layer{l}": v for l, v in enumerate(result["improvement"])}
+        for key in ("zero_shot_accuracy", "fv_accuracy", "gain"):
+            if "todd" in result:
+                out[f"function_vectors/todd/{key}"] = result["todd"][key]
+        return out
+
+    def heatmaps(self, result: dict) -> dict[str, list]:
+        """Todd's causal indirect effect, layer × head.
+
+        Args:
+            result: the output of ``run``.
+        """
+        return {"function_vectors_todd_cie": result["todd"]["cie"]} if "todd" in result else {}
+
+    def step_columns(self, result: dict) -> dict[str, list]:
+        """The improvement per layer: Fig. 5(a)'s layer × step heatmap.
+
+        Args:
+            result: the output of ``run``.
+        """
+        return {"function_vectors_improvement": list(result["improvement"])}

@@ -287,3 +287,115 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
         total = (r["logit"].double()[None] - r["logit_abl"].double()).mean(1)  # [i]
     return {"direct": direct.tolist(), "total": total.tolist(), "compensation": (direct - total).tolist(),
             "matrix": matrix.tolist(), "ablation": ablation}
+
+
+# -- the Probe -----------------------------------------------------------------------------------------
+class HydraProbe(Probe):
+    """Hydra effect: paper-faithful Δ_l^k (layer zeroing) and, optionally, McGrath et al. ablations.
+
+    Args:
+        ks: layer distances k of the paper's Δ_l^k (each ≥ 1 and < the number of layers).
+        final_norm: apply the final norm before lm_head in the paper's Δ (the research code does not).
+        n_heldout: held-out windows used when the runner provides them (synthetic runs).
+        n_random: random-token sequences used without held-out data (OLMo).
+        random_len: length of the random sequences (clipped to the model's context).
+        mcgrath: also run McGrath et al.'s attention-layer ablations.
+        ablation: McGrath ablation, attention output set to zero or to its mean over the inputs.
+        batch_size: sequences per forward pass.
+        seed: seed of the random-token stimulus.
+    """
+
+    name = "hydra"
+
+    def __init__(self, ks: Sequence[int] = (1, 2), final_norm: bool = False, n_heldout: int = 100,
+                 n_random: int = 10, random_len: int = 2048, mcgrath: bool = True,
+                 ablation: Literal["zero", "mean"] = "zero", batch_size: int = 16, seed: int = 0) -> None:
+        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+            raise ProbeError(f"HydraProbe.ks: must be a non-empty list of integers >= 1, got {ks!r}")
+        for field, value, low in (("n_heldout", n_heldout, 1), ("n_random", n_random, 1),
+                                  ("random_len", random_len, 2), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ProbeError(f"HydraProbe.{field}: must be an integer >= {low}, got {value!r}")
+        if ablation not in ("zero", "mean"):
+            raise ProbeError(f"HydraProbe.ablation: must be 'zero' or 'mean', got {ablation!r}")
+        self.ks, self.final_norm, self.mcgrath, self.ablation = tuple(sorted(set(ks))), final_norm, mcgrath, ablation
+        self.n_heldout, self.n_random, self.random_len = n_heldout, n_random, random_len
+        self.batch_size, self.seed = batch_size, seed
+
+    def validate(self, adapter: ModelAdapter) -> None:
+        """Every k must leave at least one layer l ≥ k.
+
+        Args:
+            adapter: the model's adapter.
+        """
+        if max(self.ks) >= adapter.n_layers:
+            raise ProbeError(f"HydraProbe.ks: k={max(self.ks)} needs more than k layers; the model has "
+                             f"{adapter.n_layers} (use k <= {adapter.n_layers - 1})")
+
+    def inputs(self, model: nn.Module, heldout: Tensor | None) -> Tensor:
+        """The stimulus ``[N, T]``: held-out windows, or seeded uniform random tokens (context-clipped).
+
+        Args:
+            model: HF causal LM.
+            heldout: held-out windows ``[n, T]`` or None.
+        """
+        adapter = ModelAdapter.from_model(model)
+        context = adapter.max_positions or self.random_len
+        if heldout is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            return torch.randint(0, adapter.vocab_size, (self.n_random, min(self.random_len, context)), generator=gen)
+        if heldout.ndim != 2 or heldout.shape[1] < 3:
+            raise ProbeError(f"HydraProbe: heldout windows must be [n, T >= 3], got shape {tuple(heldout.shape)}")
+        return heldout[: self.n_heldout, :context].long()
+
+    def run(self, model: nn.Module, heldout: Tensor | None = None) -> dict:
+        """The ``hydra`` fragment of the probe JSON (``paper`` and, if enabled, ``mcgrath``).
+
+        Args:
+            model: HF causal LM.
+            heldout: held-out windows ``[n, T]``; None = random tokens.
+        """
+        self.validate(ModelAdapter.from_model(model))
+        x = self.inputs(model, heldout)
+        deltas = hydra_paper(model, x, self.ks, self.final_norm, self.batch_size)
+        out: dict[str, Any] = {"paper": {f"k{k}": {str(l): d for l, d in enumerate(deltas[k]) if l >= k}
+                                         for k in self.ks}}
+        out["paper"]["final_norm"] = self.final_norm
+        if self.mcgrath:  # held-out: predict the window's last token; random: the clean argmax
+            inp, y = (x[:, :-1], x[:, -1]) if heldout is not None else (x, None)
+            out["mcgrath"] = hydra_mcgrath(model, inp, y, self.ablation, self.batch_size)
+        return out
+
+    def scalars(self, result: dict) -> dict[str, float]:
+        """``hydra/paper_k<k>/layer<l>`` and ``hydra/mcgrath/compensation/layer<l>``.
+
+        Args:
+            result: the output of ``run``.
+        """
+        out = {f"hydra/paper_{k}/layer{l}": v for k, per in result["paper"].items() if k.startswith("k")
+               for l, v in per.items()}
+        for l, v in enumerate(result.get("mcgrath", {}).get("compensation", [])):
+            out[f"hydra/mcgrath/compensation/layer{l}"] = v
+        return out
+
+    def heatmaps(self, result: dict) -> dict[str, list]:
+        """McGrath's ablated-layer × reading-layer matrix.
+
+        Args:
+            result: the output of ``run``.
+        """
+        return {"hydra_mcgrath_matrix": result["mcgrath"]["matrix"]} if "mcgrath" in result else {}
+
+    def step_columns(self, result: dict) -> dict[str, list]:
+        """Per k, the layer column of max(0, −Δ_l^k) (NaN for l < k): Fig. 4's layer × step heatmap.
+
+        Args:
+            result: the output of ``run``.
+        """
+        cols = {}
+        for k, per in result["paper"].items():
+            if k.startswith("k") and per:
+                n_layers = max(int(l) for l in per) + 1
+                cols[f"hydra_paper_{k}"] = [max(0.0, -per[str(l)]) if str(l) in per else math.nan
+                                            for l in range(n_layers)]
+        return cols
