@@ -295,3 +295,31 @@ def test_resume_mid_epoch_continues_exactly(tmp_path, sampling, num_workers):
     for name, k in points.items():
         resumed = _fit(tmp_path / "resumed", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / name)
         assert resumed == full[k:], name
+
+
+def test_jsonargparse_schema_from_signature():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(CorpusDataModule, "data")
+    cfg = parser.parse_args(["--data.generator", "_data_helpers.PositionCorpus", "--data.context_window", "16",
+                             "--data.val_windows", "5", "--data.sampling", "random"])
+    dm = parser.instantiate_classes(cfg).data
+    assert isinstance(dm.generator, PositionCorpus)
+    assert (dm.context_window, dm.val_windows, dm.sampling) == (16, 5, "random")
+    assert dm.vocab_size == PositionCorpus().vocabulary().size  # what the CLI links to model.vocab_size
+
+
+def test_state_dict_round_trip_without_trainer():
+    dm = attached_module(context_window=64, batch_size=4)
+    assert dm.state_dict() == {}
+    dm.load_state_dict({"epoch": 1, "position": 8, "global_batch": 4})
+    assert dm.state_dict()["epoch"] == 1 and dm.state_dict()["position"] == 8
+    first = next(iter(dm.train_dataloader()))["input_ids"][:, 0].tolist()
+    expect = TrainWindowSampler(N_TRAIN, 64, 4, seed=0, epoch=1)
+    assert first == list(expect)[8:12]
+    dm.teardown("fit")
+    assert dm.state_dict() == {}
+    dm.load_state_dict({"epoch": 0, "position": 6})
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        dm.train_dataloader()

@@ -229,6 +229,15 @@ class CorpusDataModule(pl.LightningDataModule):
         return torch.from_numpy(self.test_windows.read(offsets).astype(np.int64))
 
     # -- resume ----------------------------------------------------------------------------------------
+    def teardown(self, stage: str | None = None) -> None:
+        """Forget a restored position once its fit is over (a later ``fit`` without a checkpoint starts fresh).
+
+        Args:
+            stage: Lightning stage that ended.
+        """
+        if stage == "fit":
+            self._resume = None
+
     def state_dict(self) -> dict[str, Any]:
         """Where the next training batch starts: ``{"epoch", "position" (global window index), ...}``."""
         nxt = self._next_position()
