@@ -48,8 +48,19 @@ class FakeProbe:
         gen = torch.Generator().manual_seed(self.seed)
         device = next(model.parameters()).device
         ids = torch.randint(0, model.config.vocab_size, (2, self.seq_len), generator=gen).to(device)
-        out = model(input_ids=ids, labels=ids, output_hidden_states=True)
-        norms = torch.stack([h.float().norm(dim=-1).mean() for h in out.hidden_states[1:]])  # [L]
+        norms = []  # per decoder layer; hooks rather than output_hidden_states, which pickled (spawned) models drop
+
+        def grab(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            norms.append(h.float().norm(dim=-1).mean())
+
+        handles = [layer.register_forward_hook(grab) for layer in model.base_model.layers]
+        try:
+            out = model(input_ids=ids, labels=ids)
+        finally:
+            for h in handles:
+                h.remove()
+        norms = torch.stack(norms)  # [L]
         return {"loss": out.loss.float(), "layer_norms": norms,
                 "matrix": torch.stack([norms, norms * 2], dim=1), "heldout": heldout is not None}
 
