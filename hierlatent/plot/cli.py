@@ -59,6 +59,8 @@ def plot(
 
     sources = load_sources([Path(r) for r in runs], olmo and Path(olmo), olmo_loss_csv and Path(olmo_loss_csv))
     for s in sources:
+        for note in s.notes:
+            print(f"warning: {note}", file=sys.stderr)
         if not s.probes:
             print(f"warning: no probe results in {s.path} (expected probes/step-<N>.json or <revision>/probes.json); its probe panels are empty", file=sys.stderr)
     written = []

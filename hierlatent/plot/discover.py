@@ -102,9 +102,10 @@ def read_olmo(root: Path, loss_csv: Path | None) -> Source:
     tb = root / "tensorboard"
     scalars = read_scalars(list(tb.rglob(EVENT_GLOB)) if tb.is_dir() else [])
     probes = probes_from_scalars(scalars)
-    probes.update(read_olmo_probes(root))
+    notes: list[str] = []
+    probes.update(read_olmo_probes(root, notes))
     loss = read_loss_csv(loss_csv) if loss_csv is not None else None
-    return Source(label="OLMo", kind="olmo", path=root, scalars=scalars, probes=probes, loss=loss)
+    return Source(label="OLMo", kind="olmo", path=root, scalars=scalars, probes=probes, loss=loss, notes=notes)
 
 
 def find_runs(root: Path, flag: str = "--runs") -> tuple[list[Path], list[Path]]:

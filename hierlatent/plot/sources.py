@@ -40,6 +40,7 @@ class Source:
         scalars: TensorBoard tag -> (steps int64 [N], values float64 [N]), sorted by step.
         probes: training step -> probe JSON dict (schema of docs/ARCHITECTURE.md "Probe JSON").
         loss: (steps, values) of an external loss curve (OLMo's CSV), or None.
+        notes: warnings met while reading (data that was skipped), one line each.
     """
 
     label: str
@@ -49,6 +50,7 @@ class Source:
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     probes: dict[int, dict] = field(default_factory=dict)
     loss: tuple[np.ndarray, np.ndarray] | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reference_losses(self) -> dict[str, float]:
@@ -206,16 +208,22 @@ def parse_revision(name: str) -> tuple[int, int | None] | None:
     return int(m[1]), tokens
 
 
-def read_olmo_probes(root: Path) -> dict[int, dict]:
-    """``<root>/<revision>/probes.json`` -> {step: probe dict}; the step comes from the JSON or the name."""
+def read_olmo_probes(root: Path, notes: list[str]) -> dict[int, dict]:
+    """``<root>/<revision>/probes.json`` -> {step: probe dict}; the step comes from the JSON or the name.
+
+    Args:
+        root: the probe-olmo output directory.
+        notes: receives one line per revision skipped because it has no step (it cannot be placed on an axis).
+    """
     out = {}
-    for f in root.glob("*/probes.json"):
+    for f in sorted(root.glob("*/probes.json")):
         probe = load_json(f)
         step = probe.get("step")
         if step is None:
             parsed = parse_revision(f.parent.name)
             if parsed is None:
-                raise ConfigError(f"{f}: no 'step' field and the revision name {f.parent.name!r} has no step")
+                notes.append(f"{f}: no 'step' field and the revision name {f.parent.name!r} has no step; skipped")
+                continue
             step = parsed[0]
         out[int(step)] = probe
     return out

@@ -112,8 +112,11 @@ def test_olmo_sources_steps_and_loss(tmp_path):
     (olmo / "step20000-tokens84B" / "probes.json").write_text(json.dumps(data))
     csv = tmp_path / "loss.csv"
     csv.write_text("1000,3.5\n# comment\n20000,2.9\n")  # no header
+    (olmo / "main").mkdir()
+    (olmo / "main" / "probes.json").write_text(json.dumps({"step": None, "induction": {"standard": 0.5}}))
     [source] = load_sources([], olmo, csv)
     assert source.kind == "olmo" and sorted(source.probes) == [1000, 20000]
+    assert len(source.notes) == 1 and "'main' has no step; skipped" in source.notes[0]
     assert source.loss[0].tolist() == [1000, 20000] and source.loss[1].tolist() == [3.5, 2.9]
     with pytest.raises(ConfigError, match="--olmo_loss_csv needs --olmo"):
         load_sources([olmo], None, csv)
