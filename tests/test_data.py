@@ -323,3 +323,28 @@ def test_state_dict_round_trip_without_trainer():
     dm.load_state_dict({"epoch": 0, "position": 6})
     with pytest.raises(ConfigError, match="data.batch_size"):
         dm.train_dataloader()
+
+
+# -- end to end through the corpus store -----------------------------------------------------------------------
+def test_end_to_end_through_the_corpus_store(tmp_path, monkeypatch):
+    store = pytest.importorskip("hierlatent.corpora.store")  # lands separately (issue: corpus store)
+    monkeypatch.setenv("HIERLATENT_CACHE", str(tmp_path))
+    dm = CorpusDataModule(PositionCorpus(), context_window=64, batch_size=4, generation_workers=1, val_windows=9)
+    dm.prepare_data()
+    meta = store.corpus_dir(dm.generator) / "meta.json"
+    stamp = meta.stat().st_mtime_ns
+    dm.prepare_data()  # the corpus exists: nothing is rebuilt
+    assert meta.stat().st_mtime_ns == stamp
+    dm.setup("fit")
+    assert dm.corpus.n_tokens("train") == N_TRAIN and dm.reference_losses == {"zero": 0.0}
+    assert dm.vocab_size == dm.corpus.vocab_size
+    concat = np.concatenate(split_arrays("train"))
+    offsets = []
+    for batch in dm.train_dataloader():  # read through the store's memmaps, across shard boundaries
+        for row in batch["input_ids"].numpy():
+            np.testing.assert_array_equal(row, concat[row[0] : row[0] + 64])
+            offsets.append(int(row[0]))
+    assert sorted(offsets) == sorted(set(offsets)) and len(offsets) == (N_TRAIN // 64) // 4 * 4
+    val = torch.cat([b["input_ids"] for b in dm.val_dataloader()])
+    assert val.shape == (9, 64) and (val[:, 0] >= TEST_BASE).all()
+    assert dm.heldout_windows(5, seed=0).shape == (5, 64)
