@@ -255,13 +255,13 @@ def test_bad_generator_and_too_small_corpus():
 
 
 # -- mid-epoch resume through a real Lightning Trainer -------------------------------------------------------
-def _fit(tmp_path, dm, max_steps, ckpt_path=None, save=False):
+def _fit(tmp_path, dm, max_steps, ckpt_path=None, save=False, **trainer_kwargs):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from _data_helpers import Recorder
 
-    callbacks = []
+    callbacks = trainer_kwargs.pop("callbacks", [])
     if save:  # every step (saved in on_train_batch_end) and every epoch end (saved in on_train_epoch_end)
         callbacks = [
             ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=1, save_top_k=-1),
@@ -269,8 +269,8 @@ def _fit(tmp_path, dm, max_steps, ckpt_path=None, save=False):
         ]
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=save, default_root_dir=tmp_path,
-        num_sanity_val_steps=0, limit_val_batches=2,
+        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=save or bool(callbacks), default_root_dir=tmp_path,
+        num_sanity_val_steps=0, limit_val_batches=2, **trainer_kwargs,
     )
     model = Recorder()
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
@@ -323,6 +323,18 @@ def test_state_dict_round_trip_without_trainer():
     dm.load_state_dict({"epoch": 0, "position": 6})
     with pytest.raises(ConfigError, match="data.batch_size"):
         dm.train_dataloader()
+
+
+def test_resume_from_mid_epoch_validation_checkpoints(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    kw = dict(context_window=64, batch_size=4, seed=4)
+    saver = ModelCheckpoint(dirpath=tmp_path / "val", filename="{step}", save_top_k=-1)  # saves on validation end
+    full = _fit(tmp_path, attached_module(**kw), max_steps=25, callbacks=[saver], val_check_interval=5)
+    for k in (5, 16):  # mid epoch 0, mid epoch 1
+        resumed = _fit(tmp_path / "r", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / "val" / f"step={k}.ckpt",
+                       val_check_interval=5)
+        assert resumed == full[k:], k
 
 
 # -- end to end through the corpus store -----------------------------------------------------------------------
