@@ -9,6 +9,7 @@ both mean ``--runs '[a, b]'``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -34,8 +35,8 @@ def plot(
     paper_panels: bool = True,
 ) -> list[Path]:
     """Draw the paper's figures (loss, k-order and standard induction, Hydra, function vectors) as PNG/PDF.
-
-    Panels are ordered N-gram | PCFG | OLMo | other corpora; a missing source is a labelled empty panel.
+    Panels are ordered N-gram | PCFG | OLMo | others; a missing source is a labelled empty panel. List flags
+    take several values: --runs a b, --formats png pdf.
 
     Args:
         runs: fit log dirs (TensorBoardLogger version_N dirs, or parents holding one or several runs).
@@ -55,6 +56,7 @@ def plot(
         The paths of the files written.
     """
     _validate(formats, dpi, figures, width, max_columns, smooth)
+    _check_writable(Path(output_dir))
     from hierlatent.plot.discover import load_sources
 
     sources = load_sources([Path(r) for r in runs], olmo and Path(olmo), olmo_loss_csv and Path(olmo_loss_csv))
@@ -94,6 +96,15 @@ def _validate(formats: list[str], dpi: int, figures: list[str] | None, width: fl
         raise ConfigError(f"--max_columns: must be >= 1, got {max_columns}")
     if not 0 <= smooth < 1:
         raise ConfigError(f"--smooth: EMA weight must be in [0, 1), got {smooth}")
+
+
+def _check_writable(output_dir: Path) -> None:
+    """``--output_dir`` must be a directory we can create or write into (checked without creating it)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output_dir: {output_dir} exists and is not a directory")
+    existing = next(p for p in [output_dir, *output_dir.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output_dir: cannot write into {existing} (to create {output_dir})")
 
 
 def _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):

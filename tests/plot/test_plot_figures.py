@@ -143,6 +143,7 @@ def test_panel_order_and_duplicate_titles(tmp_path):
         (lambda d: ["--runs", str(d / "empty"), "--smooth", "1.0"], "--smooth"),
         (lambda d: ["--olmo", str(d / "olmo"), "--olmo_loss_csv", str(d / "bad.csv")], "bad.csv line 3"),
         (lambda d: ["--runs", str(d / "badjson")], "cannot read probe results"),
+        (lambda d: ["--runs", str(d / "empty"), "--output_dir", str(d / "bad.csv")], "--output_dir: "),
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, capsys, argv_fn, message):
@@ -152,7 +153,8 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, argv_fn, message):
     (tmp_path / "badjson" / "probes").mkdir(parents=True)
     (tmp_path / "badjson" / "probes" / "step-5.json").write_text("{not json")
     out = tmp_path / "figs"
-    assert main(argv_fn(tmp_path) + ["--output_dir", str(out)]) == 2
+    argv = argv_fn(tmp_path)
+    assert main(argv if "--output_dir" in argv else argv + ["--output_dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()  # failed before drawing anything
@@ -164,3 +166,13 @@ def test_help_lists_documented_flags(capsys):
     for flag in ("--runs", "--olmo", "--olmo_loss_csv", "--output_dir", "--formats", "--dpi", "--figures"):
         assert flag in text
     assert "panels per row" in text  # docstrings become the help text
+
+
+def test_config_file_and_plain_list_values(logs, tmp_path):
+    cfg = tmp_path / "plot.yaml"
+    cfg.write_text(f"runs: [{logs['pcfg']}]\nformats: [svg]\nfigures: [fig2_loss]\noutput_dir: {tmp_path / 'a'}\n")
+    assert main(["--config", str(cfg)]) == 0
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["fig2_loss.svg"]
+    argv = ["--runs", str(logs["pcfg"]), str(logs["ngram"]), "--figures", "fig3_induction", "fig4_hydra", "--formats", "png"]
+    assert main(argv + ["--output_dir", str(tmp_path / "b"), "--dpi", "40"]) == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["fig3_induction.png", "fig4_hydra.png"]
