@@ -346,6 +346,8 @@ class HydraProbe(Probe):
             return torch.randint(0, adapter.vocab_size, (self.n_random, min(self.random_len, context)), generator=gen)
         if heldout.ndim != 2 or heldout.shape[1] < 3:
             raise ProbeError(f"HydraProbe: heldout windows must be [n, T >= 3], got shape {tuple(heldout.shape)}")
+        if heldout.numel() and (int(heldout.min()) < 0 or int(heldout.max()) >= adapter.vocab_size):
+            raise ProbeError(f"HydraProbe: heldout token ids must lie in [0, {adapter.vocab_size})")
         return heldout[: self.n_heldout, :context].long()
 
     def run(self, model: nn.Module, heldout: Tensor | None = None) -> dict:

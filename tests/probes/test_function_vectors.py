@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.probes.*
 
-from hierlatent.probes.function_vectors import fv_paper, fv_todd, icl_prompts, paper_prompts  # noqa: E402
+from hierlatent.errors import ProbeError  # noqa: E402
+from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, fv_todd, icl_prompts, paper_prompts  # noqa: E402
 from tests.probes.reference_hydra_fv import ref_fv_paper, ref_fv_todd, tiny_model  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "neox", "olmo"]
@@ -135,3 +137,69 @@ def test_todd_matches_reference(arch):
     assert diff < 1e-9
     for key in ("top_heads", "zero_shot_accuracy", "fv_accuracy", "gain", "layer"):
         assert got[key] == ref[key], key
+
+
+# -- the Probe class -------------------------------------------------------------------------------------
+def test_probe_json_scalars_columns():
+    model = tiny_model("llama", n_layers=3)
+    probe = FunctionVectorProbe(n_pairs=3, n_icl_prompts=3, n_shots=2, n_top_heads=2, batch_size=8)
+    res = probe.run(model)
+    json.dumps(res, allow_nan=False)
+    assert len(res["improvement"]) == 3
+    assert res["improvement"] == pytest.approx(fv_paper(model, probe.pairs(), 950), abs=1e-12)
+    todd = res["todd"]
+    assert len(todd["top_heads"]) == 2 and todd["layer"] == 1
+    assert todd["gain"] == todd["fv_accuracy"] - todd["zero_shot_accuracy"]
+    tags = probe.scalars(res)
+    assert tags["function_vectors/improvement/layer2"] == res["improvement"][2]
+    assert tags["function_vectors/todd/gain"] == todd["gain"]
+    assert probe.step_columns(res) == {"function_vectors_improvement": res["improvement"]}
+    assert probe.heatmaps(res)["function_vectors_todd_cie"] == todd["cie"]
+
+
+def test_pairs_are_seeded_and_in_range():
+    pairs = FunctionVectorProbe().pairs()
+    assert pairs.shape == (16, 6) and torch.equal(pairs, FunctionVectorProbe().pairs())
+    for col, (lo, hi) in enumerate(list(RANGES.values()) * 2):
+        assert ((pairs[:, col] >= lo) & (pairs[:, col] < hi)).all()
+    assert not torch.equal(pairs, FunctionVectorProbe(seed=1).pairs())
+
+
+def test_explicit_prompts_are_used():
+    model = tiny_model("gpt2", n_layers=2)
+    prompts = [[1, 301, 601, 2, 302, 602], [3, 303, 603, 4, 304, 604]]
+    res = FunctionVectorProbe(prompts=prompts, todd=False).run(model)
+    assert set(res) == {"improvement"}
+    assert res["improvement"] == pytest.approx(fv_paper(model, torch.tensor(prompts), 950), abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(prompts=[[1, 2, 3]]), "prompts"), (dict(prompts=[[1, 2, 3, 4, 5, 2000]]), "prompts"),
+    (dict(prompts=[]), "prompts"), (dict(subject_range=(5, 1)), "subject_range"),
+    (dict(object_range=(600, 5000)), "object_range"), (dict(connector=1003), "connector"),
+    (dict(fv_layer=3), "fv_layer"), (dict(n_pairs=0), "n_pairs"), (dict(n_shots=1), "n_shots"),
+    (dict(n_shots=20), "n_shots"), (dict(n_top_heads=0), "n_top_heads"),
+])
+def test_bad_arguments_name_the_field(kwargs, field):
+    model = tiny_model("llama", n_layers=3)  # 1003 tokens, 64 positions
+    with pytest.raises(ProbeError, match=rf"FunctionVectorProbe\.{field}"):
+        FunctionVectorProbe(**kwargs).run(model)
+
+
+def test_hooks_and_mode_restored_after_a_failure():
+    model = tiny_model("llama", n_layers=2)
+    model.train()
+    calls = {"n": 0}
+
+    def boom(module, args, output):
+        calls["n"] += 1
+        if calls["n"] == 3:  # source and clean target passes done: inside the patched run
+            raise RuntimeError("boom")
+
+    handle = model.model.layers[1].register_forward_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        FunctionVectorProbe(n_pairs=2).run(model)
+    handle.remove()
+    assert model.training
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 
 from hierlatent.errors import ProbeError  # noqa: E402
 from hierlatent.probes.adapter import ModelAdapter  # noqa: E402
-from hierlatent.probes.hydra import hydra_mcgrath, hydra_paper  # noqa: E402
+from hierlatent.probes.hydra import HydraProbe, hydra_mcgrath, hydra_paper  # noqa: E402
 from tests.probes.reference_hydra_fv import ref_hydra_mcgrath, ref_hydra_paper, tiny_model  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "neox", "olmo"]
@@ -168,3 +169,79 @@ def test_frozen_readout_reproduces_clean_logit():
             bias = getattr(ad.final_norm, "bias", None)
             extra = 0 if bias is None else (ad.unembed[y] * bias).sum(-1)
             assert torch.allclose((u * hf).sum(-1) + extra, logits.gather(-1, y[:, None])[:, 0], atol=1e-10)
+
+
+# -- the Probe class -------------------------------------------------------------------------------------
+def test_probe_json_scalars_columns():
+    L = 3
+    model = tiny_model("llama", n_layers=L)
+    probe = HydraProbe(ks=[1, 2], n_heldout=4, batch_size=3)
+    heldout = torch.randint(0, 1003, (6, 10), generator=torch.Generator().manual_seed(0))
+    res = probe.run(model, heldout=heldout)
+    json.dumps(res, allow_nan=False)
+    assert res["paper"]["k1"].keys() == {"1", "2"} and res["paper"]["k2"].keys() == {"2"}
+    assert res["paper"]["final_norm"] is False
+    ref = ref_hydra_paper(model, heldout[:4], ks=(1, 2))
+    assert res["paper"]["k1"]["2"] == pytest.approx(ref[1][2], abs=1e-9)
+    mc = res["mcgrath"]
+    assert len(mc["direct"]) == len(mc["total"]) == len(mc["compensation"]) == L and mc["ablation"] == "zero"
+    assert len(mc["matrix"]) == L and all(len(row) == L for row in mc["matrix"])
+    tags = probe.scalars(res)
+    assert tags["hydra/paper_k1/layer1"] == res["paper"]["k1"]["1"] and "hydra/paper_k2/layer2" in tags
+    assert tags["hydra/mcgrath/compensation/layer2"] == mc["compensation"][2]
+    col = probe.step_columns(res)["hydra_paper_k1"]
+    assert math.isnan(col[0]) and col[1:] == [max(0.0, -res["paper"]["k1"][str(l)]) for l in (1, 2)]
+    assert probe.heatmaps(res)["hydra_mcgrath_matrix"] == mc["matrix"]
+
+
+def test_probe_random_tokens_without_heldout():
+    model = tiny_model("gpt2", n_layers=2, n_positions=16)
+    res = HydraProbe(ks=[1], n_random=2, random_len=2048, mcgrath=False).run(model)  # clipped to 16
+    assert set(res) == {"paper"} and set(res["paper"]["k1"]) == {"1"}
+    again = HydraProbe(ks=[1], n_random=2, random_len=2048, mcgrath=False).run(model)
+    assert again == res  # seeded
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(ks=[]), "HydraProbe.ks"), (dict(ks=[0, 1]), "HydraProbe.ks"), (dict(ks=[1, 3]), "HydraProbe.ks"),
+    (dict(n_heldout=0), "HydraProbe.n_heldout"), (dict(random_len=1), "HydraProbe.random_len"),
+    (dict(ablation="resample"), "HydraProbe.ablation"), (dict(batch_size=0), "HydraProbe.batch_size"),
+])
+def test_bad_arguments_name_the_field(kwargs, field):
+    model = tiny_model("llama", n_layers=3)
+    with pytest.raises(ProbeError, match=field.replace(".", r"\.")):
+        HydraProbe(**kwargs).validate(ModelAdapter.from_model(model))
+
+
+def test_bad_heldout_is_rejected_before_work():
+    model = tiny_model("llama", n_layers=3)
+    with pytest.raises(ProbeError, match="heldout"):
+        HydraProbe().run(model, heldout=torch.full((2, 8), 5000))
+    with pytest.raises(ProbeError, match="heldout"):
+        HydraProbe().run(model, heldout=torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mcgrath", [False, True])
+def test_hooks_and_mode_restored_after_a_failure(mcgrath):
+    """A forward that raises mid-probe leaves no probe hook behind and the model in train mode."""
+    model = tiny_model("llama", n_layers=3)
+    model.train()
+    calls = {"n": 0}
+    # Layer 2 runs in calls 1-2 (paper, clean), 3-4 (paper, zeroed), 5 (McGrath clean), 6… (McGrath re-runs):
+    # fail inside the ablated runs, while the probe's hooks are registered.
+    fail_at = 6 if mcgrath else 3
+
+    def boom(module, args, output):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise RuntimeError("boom")
+
+    handle = model.model.layers[2].register_forward_hook(boom)
+    probe = HydraProbe(ks=[1], n_heldout=2, batch_size=1, mcgrath=mcgrath)
+    heldout = torch.randint(0, 1003, (2, 6), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="boom"):
+        probe.run(model, heldout=heldout)
+    handle.remove()
+    assert model.training
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
