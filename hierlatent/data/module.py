@@ -102,7 +102,8 @@ class CorpusDataModule(pl.LightningDataModule):
         vocabulary = generator.vocabulary()
         self.vocab_size: int = vocabulary.size
         self.special: dict[str, int] = dict(vocabulary.special)
-        self.save_hyperparameters(ignore=["generator"])
+        # No save_hyperparameters(): Lightning refuses to start when the module and the data module log the
+        # same key (context_window, seed) with different values; LightningCLI saves the full config anyway.
         self._corpus: Any = None
         self.train_windows: TokenWindows | None = None
         self.test_windows: TokenWindows | None = None

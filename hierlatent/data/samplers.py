@@ -79,10 +79,20 @@ class TrainWindowSampler(DistributedSampler):
         return self.num_samples
 
     def set_epoch(self, epoch: int) -> None:
+        """Epoch of the next iteration when no ``epoch_source`` is given (outside a trainer).
+
+        Args:
+            epoch: epoch number.
+        """
         self.epoch = epoch
 
     def positions(self, first_step: int, last_step: int) -> np.ndarray:
-        """This rank's window positions for global steps ``[first_step, last_step)``, flattened in order."""
+        """This rank's window positions for global steps ``[first_step, last_step)``, flattened in order.
+
+        Args:
+            first_step: first global step.
+            last_step: end (exclusive) global step; clipped to the epoch.
+        """
         W, B, r = self.num_replicas, self.batch_size, self.rank
         full_end = min(last_step, self.steps if self.last_per_rank == B else self.steps - 1)
         steps = np.arange(first_step, max(first_step, full_end), dtype=np.int64)
@@ -94,7 +104,12 @@ class TrainWindowSampler(DistributedSampler):
         return np.concatenate(parts)
 
     def offsets(self, positions: np.ndarray, epoch: int) -> np.ndarray:
-        """Token offsets of the windows at ``positions`` of ``epoch``."""
+        """Token offsets of the windows at ``positions`` of ``epoch``.
+
+        Args:
+            positions: window positions within the epoch.
+            epoch: epoch number (keys the permutation or hash).
+        """
         if self.sampling == "contiguous":
             ids = feistel_permutation(positions, self.n_windows, epoch_key(self.seed, epoch, 0))
             return ids * self.context_window

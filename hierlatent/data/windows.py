@@ -94,7 +94,11 @@ class TokenWindows(Dataset):
         return self._shards
 
     def read(self, offsets: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Tokens of the windows starting at ``offsets``: array [len(offsets), T] of the shard dtype."""
+        """Tokens of the windows starting at ``offsets``: array [len(offsets), T] of the shard dtype.
+
+        Args:
+            offsets: start offsets in the split, each in ``[0, n_tokens - T]``.
+        """
         offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
         T, shards = self.context_window, self.shards()
         if offsets.size and (offsets.min() < 0 or offsets.max() + T > self.n_tokens):
