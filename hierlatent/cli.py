@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
                 if exc.name not in ("hierlatent.plot.cli", "hierlatent.plot"):
                     raise
                 raise ConfigError("plot: hierlatent.plot.cli is not available in this installation") from exc
-            plot_main(args[1:])
+            status = plot_main(args[1:])
+            if status:
+                sys.exit(status)
             return
         HierlatentCLI(args=None if argv is None else args)
     except HierlatentError as exc:

@@ -136,7 +136,7 @@ class LanguageModel(L.LightningModule):
         loss = self(input_ids).loss
         self.log("train/loss", loss, on_step=True, on_epoch=False)
         if self.trainer._logger_connector.should_update_logs:
-            self._log_step_stats(loss)
+            self._log_step_stats()
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -153,7 +153,7 @@ class LanguageModel(L.LightningModule):
             norms = grad_norm(self.model, norm_type=2)
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
 
-    def _log_step_stats(self, loss: torch.Tensor) -> None:
+    def _log_step_stats(self) -> None:
         """Metrics computed only at logging steps (the logger flush syncs there anyway)."""
         stats = {"train/tokens_seen": float(self._tokens_seen)}
         schedulers = self.lr_schedulers()
@@ -167,8 +167,8 @@ class LanguageModel(L.LightningModule):
             if self._peak_flops:
                 stats["throughput/mfu"] = self.flops_per_token * tps / (self._peak_flops * self.trainer.world_size)
         self._last_log = (now, self._tokens_seen)
+        # no prog_bar metric in training: Lightning converts progress-bar values with .item() on every batch
         self.log_dict(stats, on_step=True, on_epoch=False, rank_zero_only=True)
-        self.log("loss", loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def _log_reference_losses(self) -> None:
         refs = getattr(getattr(self.trainer, "datamodule", None), "reference_losses", None) or {}

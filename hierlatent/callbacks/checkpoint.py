@@ -70,6 +70,8 @@ class HFCheckpoint(ModelCheckpoint):
             dirpath=dirpath, filename=filename, monitor=monitor or "step", mode=mode if monitor else "max",
             save_last=save_last, save_top_k=save_top_k, save_weights_only=save_weights_only,
             every_n_train_steps=every_n_train_steps, verbose=verbose,
+            # a step schedule (fixed or a fraction resolved later) replaces the default save-every-epoch
+            every_n_epochs=0 if (every_fraction is not None or every_n_train_steps) else None,
         )
         self.every_fraction = every_fraction
         self.export_hf = export_hf
@@ -137,9 +139,17 @@ def export_hf(trainer: pl.Trainer, pl_module: pl.LightningModule, path: Path, st
         path: final directory, replaced if it exists.
         state_dict: weights to save instead of the module's own (FSDP full state dict).
     """
+    from transformers.utils import logging as hf_logging
+
     model = pl_module.model
     with atomic_directory(path) as tmp:
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # one shard per export: the bar is only noise in the training log
+        try:
+            model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         dm = trainer.datamodule
         corpus = getattr(dm, "_corpus", None) if dm is not None else None
         tokenizer_dir = getattr(corpus, "tokenizer_dir", None)
