@@ -177,8 +177,9 @@ class CorpusDataModule(pl.LightningDataModule):
 
     @property
     def reference_losses(self) -> dict[str, float]:
-        """Best achievable losses (nats/token) recorded in the corpus meta (after ``setup``)."""
-        return dict(self.corpus.reference_losses)
+        """Best achievable losses (nats/token) recorded in the corpus meta (after ``setup``; {} without a corpus)."""
+        corpus = self.corpus
+        return {} if corpus is None else dict(corpus.reference_losses)
 
     # -- dataloaders -----------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
