@@ -49,16 +49,18 @@ def ref_hydra_paper(model: nn.Module, inputs: Tensor, ks=(1, 2), final_norm: boo
     U = (lambda h: head(ad.final_norm(h))) if final_norm else head
     out = {k: [math.nan] * L for k in ks}
     with probe_mode(model, eager=False), torch.no_grad():
+        clean = {}
+        for n, x in enumerate(inputs):  # one clean pass per sample records every layer
+            _forward(model, x, [(ad.layers[l], "forward", _recorder(clean, (n, l))) for l in range(L)])
         for k in ks:
             for l in range(k, L):
                 total = 0.0
-                for x in inputs:
-                    clean, abl = {}, {}
-                    _forward(model, x, [(ad.layers[l], "forward", _recorder(clean, 0))])
+                for n, x in enumerate(inputs):
+                    abl = {}
                     _forward(model, x, [(ad.layers[l - k], "forward", _zeroer()),
                                         (ad.layers[l], "forward", _recorder(abl, 0))])
                     g = x[-1]
-                    total += float(U(clean[0])[g] - U(abl[0])[g])
+                    total += float(U(clean[n, l])[g] - U(abl[0])[g])
                 out[k][l] = total / len(inputs)
     return out
 
@@ -82,15 +84,11 @@ def ref_hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None =
     ad = ModelAdapter.from_model(model)
     L, head = ad.n_layers, model.get_output_embeddings()
     with probe_mode(model, eager=False), torch.no_grad():
-        means = []
-        for i in range(L):  # mean of attention layer i's output over all reference tokens
-            acc = []
-            for x in inputs:
-                store = {}
-                _forward(model, x, [(ad.attention(i), "forward",
-                                     lambda m, a, o: store.update({0: _first(o)[0].clone()}))])
-                acc.append(store[0])
-            means.append(torch.cat(acc).mean(0))
+        acc = {i: [] for i in range(L)}
+        for x in inputs:  # mean of each attention layer's output over all reference tokens
+            _forward(model, x, [(ad.attention(i), "forward", lambda m, a, o, i=i: acc[i].append(_first(o)[0].clone()))
+                                for i in range(L)])
+        means = [torch.cat(acc[i]).mean(0) for i in range(L)]
         direct, total, matrix = [0.0] * L, [0.0] * L, [[0.0] * L for _ in range(L)]
         for n, x in enumerate(inputs):
             clean = {}
@@ -141,15 +139,11 @@ def ref_fv_todd(model: nn.Module, prompts: dict, n_top_heads: int, fv_layer: int
     L, H = ad.n_layers, ad.n_heads
     fv_layer = L // 3 if fv_layer is None else fv_layer
     with probe_mode(model, eager=False), torch.no_grad():
-        mean_z = []
-        for l in range(L):
-            acc = []
-            for x in prompts["clean"]:
-                store = {}
-                _forward(model, x, [(_out_proj(ad.attention(l)), "pre",
-                                     lambda m, a: store.update({0: a[0][0, -1].clone()}))])
-                acc.append(store[0])
-            mean_z.append(torch.stack(acc).mean(0))
+        acc = {l: [] for l in range(L)}
+        for x in prompts["clean"]:  # mean pre-o_proj activation at the last position, per layer
+            _forward(model, x, [(_out_proj(ad.attention(l)), "pre", lambda m, a, l=l: acc[l].append(a[0][0, -1].clone()))
+                                for l in range(L)])
+        mean_z = [torch.stack(acc[l]).mean(0) for l in range(L)]
         dh = mean_z[0].shape[0] // H
         cie = [[0.0] * H for _ in range(L)]
         for x, g in zip(prompts["corrupted"], prompts["gold"]):
