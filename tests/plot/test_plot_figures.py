@@ -79,6 +79,17 @@ def test_loss_panel_has_reference_lines_and_olmo_log_axis(logs):
     assert pcfg.get_xscale() == "linear"  # starts at step 0
 
 
+def test_k_order_lines_colours_and_std_band(logs):
+    sources = load_sources([logs["runs"]], logs["olmo"], None)
+    fig, _ = F.fig_k_order(F.panels(sources), F.Options())
+    pcfg, olmo = _titled(fig, "PCFG"), _titled(fig, "OLMo")
+    lines = pcfg.get_lines()
+    assert len(lines) == 10 and pcfg.get_ylim() == (0.0, 1.0)
+    np.testing.assert_allclose(lines[0].get_ydata(), [1 - np.exp(-s / 300) for s in (0, 100, 200, 300)], atol=1e-6)
+    assert len({line.get_color() for line in lines}) == 10  # one colour per k
+    assert len(olmo.collections) == 10 and not pcfg.collections  # +-std bands only where k_order_std exists
+
+
 def test_hydra_heatmap_values_masks_and_shared_scale(logs):
     sources = load_sources([logs["runs"]], logs["olmo"], None)
     fig, _ = F.fig_hydra(F.panels(sources), F.Options(), k=1)
