@@ -1,0 +1,73 @@
+"""The ``Probe`` base class: what the ``ProbeRunner`` callback (and ``probe-olmo``) call on every probe.
+
+A probe is configured by its typed ``__init__`` (jsonargparse turns the documented arguments into the
+callback config), checked once against the model by ``validate`` (start-up, before any training), and
+run at every probe step by ``run``, which must be pure: the stimuli come from a ``torch.Generator``
+seeded by the probe's ``seed``, so every checkpoint (and every rank) sees the same inputs. The callback
+only schedules, calls ``run`` and logs through ``scalars`` / ``heatmaps`` / ``step_columns``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from hierlatent.probes.adapter import ModelAdapter
+
+
+class Probe(ABC):
+    """Base class of all probes.
+
+    Subclasses set ``name`` (the top-level key of the probe JSON; a dotted name such as
+    ``"induction.icl"`` nests the fragment) and implement ``run``.
+    """
+
+    name: ClassVar[str]
+    seed: int = 0
+
+    def validate(self, adapter: ModelAdapter) -> None:
+        """Raise ``ProbeError`` naming the argument when this probe cannot run on the model.
+
+        Args:
+            adapter: the adapter of the model the probe will run on.
+        """
+
+    @abstractmethod
+    def run(self, model: nn.Module, heldout: Tensor | None = None) -> dict[str, Any]:
+        """The probe's JSON fragment (plain floats/lists or tensors; the callback converts them).
+
+        Args:
+            model: the HF causal LM (the caller holds it in ``probe_mode``; probes may nest their own).
+            heldout: held-out corpus windows ``[n, T]`` from the data module, or None.
+        """
+
+    def scalars(self, result: dict[str, Any]) -> dict[str, float]:
+        """TensorBoard scalars, tag (without the ``probes/`` prefix) -> value.
+
+        Args:
+            result: the output of ``run``.
+        """
+        return {}
+
+    def heatmaps(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Per-checkpoint matrices (e.g. layer x head), image name -> 2-D array.
+
+        Args:
+            result: the output of ``run``.
+        """
+        return {}
+
+    def step_columns(self, result: dict[str, Any]) -> dict[str, list[float]]:
+        """Per-layer vectors the callback stacks into growing layer x step heatmaps, name -> column.
+
+        Args:
+            result: the output of ``run``.
+        """
+        return {}
+
+    def generator(self) -> torch.Generator:
+        """A fresh CPU generator seeded with ``self.seed``: the same stimuli at every call."""
+        return torch.Generator().manual_seed(int(self.seed))
