@@ -119,13 +119,16 @@ def _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):
     if not figures and any(F.has_hydra_k(s, 2) for s in sources):
         wanted.add("fig4b_hydra_k2")  # drawn by default only when some run measured k = 2
     fv_sources = [s for s in sources if F.has_function_vectors(s) or s.label == "PCFG"]
+    fv_panels = F.panels(fv_sources, ("PCFG",) if paper_panels else ()) or [
+        F.Panel("function vectors", None, "no function-vector results\nin the given runs")
+    ]
     makers = {
         "fig2_loss": lambda: F.fig_loss(F.panels(sources, slots), opts),
         "fig3_induction": lambda: F.fig_k_order(F.panels(sources, slots), opts),
         "fig3b_standard_induction": lambda: F.fig_standard_induction(F.panels(sources, slots), opts),
         "fig4_hydra": lambda: F.fig_hydra(F.panels(sources, slots), opts, k=1),
         "fig4b_hydra_k2": lambda: F.fig_hydra(F.panels(sources, slots), opts, k=2),
-        "fig5a_function_vectors": lambda: F.fig_function_vectors(F.panels(fv_sources, ("PCFG",) if paper_panels else ()), opts),
+        "fig5a_function_vectors": lambda: F.fig_function_vectors(fv_panels, opts),
     }
     with paper_style():
         for name in FIGURES:

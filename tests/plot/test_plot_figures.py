@@ -129,6 +129,15 @@ def test_run_without_probes_warns_and_says_so(logs, tmp_path, capsys):
     assert filled == 1  # the loss panel still has data
 
 
+def test_without_paper_panels_only_given_runs_are_drawn(logs, tmp_path):
+    argv = ["--runs", str(logs["ngram"]), "--paper_panels", "false", "--formats", "png", "--dpi", "40"]
+    assert main(argv + ["--output_dir", str(tmp_path)]) == 0
+    assert _png_std(tmp_path / "fig5a_function_vectors.png") > 0.01  # one labelled empty panel, not a crash
+    sources = load_sources([logs["ngram"]], None, None)
+    fig, filled = F.fig_loss(F.panels(sources, ()), F.Options())
+    assert filled == 1 and [ax.get_title() for ax in fig.axes] == ["N-gram"]
+
+
 def test_panel_order_and_duplicate_titles(tmp_path):
     make_fit_run(tmp_path, "Toy", probe_steps=(0,))
     make_fit_run(tmp_path, "PCFG", name="pcfg_b", probe_steps=(0,))
