@@ -99,18 +99,19 @@ def fig_k_order(plist: list[Panel], opts: Options):
     import matplotlib as mpl
 
     fig, axes = new_figure(len(plist), opts.width, opts.max_columns)
+    data = [vector_series(p.source, ("induction", "k_order")) if p.source else (np.zeros(0), np.zeros((0, 0))) for p in plist]
+    k_max = max([10] + [vals.shape[1] for _, vals in data])
     cmap = mpl.colormaps["viridis"]
-    k_max, filled = 10, 0
-    for ax, panel in zip(axes, plist):
-        steps, vals = vector_series(panel.source, ("induction", "k_order")) if panel.source else (np.zeros(0), None)
+    norm = mpl.colors.BoundaryNorm(np.arange(0.5, k_max + 1), cmap.N)  # one colour per integer k, shared
+    filled = 0
+    for ax, panel, (steps, vals) in zip(axes, plist, data):
         if not len(steps):
             _no_data(ax, panel, "induction probe")
             continue
         filled += 1
         _, std = vector_series(panel.source, ("induction", "k_order_std"))
-        k_max = max(k_max, vals.shape[1])
         for k in range(vals.shape[1]):
-            color = cmap(k / max(vals.shape[1] - 1, 1))
+            color = cmap(norm(k + 1))
             ax.plot(steps, vals[:, k], color=color, marker="o" if len(steps) < 20 else None, markersize=2)
             if std.shape == vals.shape:
                 ax.fill_between(steps, vals[:, k] - std[:, k], vals[:, k] + std[:, k], color=color, alpha=0.15, lw=0)
@@ -118,7 +119,6 @@ def fig_k_order(plist: list[Panel], opts: Options):
         ax.set_ylim(0, 1)
         ax.set_title(panel.title)
         _ylabel(ax, "k-order induction score")
-    norm = mpl.colors.BoundaryNorm(np.arange(0.5, k_max + 1), cmap.N)
     cbar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, ticks=range(1, k_max + 1), shrink=0.9)
     cbar.set_label("k")
     return fig, filled
