@@ -111,7 +111,7 @@ class HierlatentCLI(LightningCLI):
         cfg = self.config[self.subcommand]
         m = cfg.model
         # vocab_size is linked at instantiation; a placeholder lets the other fields be checked now
-        validate_model_args(m.architecture, max(2, m.vocab_size or 2), m.n_layers, m.d_model, m.n_heads, m.d_mlp,
+        validate_model_args(m.architecture, 2, m.n_layers, m.d_model, m.n_heads, m.d_mlp,
                             m.context_window, m.rope_theta)
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = _default_precision(cfg.trainer.get("accelerator"))

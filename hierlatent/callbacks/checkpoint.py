@@ -170,13 +170,21 @@ def run_record(trainer: pl.Trainer, pl_module: pl.LightningModule, corpus: Any) 
         "tokens_seen": int(getattr(pl_module, "tokens_seen", 0)),
         "epoch": int(trainer.current_epoch),
         "model": _plain(dict(pl_module.hparams)),
-        "data": _plain(dict(getattr(dm, "hparams", {}) or {})),
+        "data": _init_args(dm) if dm is not None else {},
     }
     if generator is not None and hasattr(generator, "hparams"):
         record["generator"] = {"class_path": generator.class_path(), "init_args": generator.hparams()}
     if corpus is not None:
         record["corpus"] = str(getattr(corpus, "path", ""))
     return record
+
+
+def _init_args(obj: Any) -> dict[str, Any]:
+    """The constructor arguments of ``obj`` read back from attributes of the same name (the generator aside)."""
+    import inspect
+
+    names = [n for n in inspect.signature(type(obj).__init__).parameters if n not in ("self", "generator")]
+    return _plain({n: getattr(obj, n) for n in names if hasattr(obj, n)})
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
