@@ -42,6 +42,7 @@ class ModelAdapter:
 
     Args:
         model: the HF causal LM.
+        base: the decoder stack without the head (its output is the final-normed hidden state).
         layers: the decoder layer modules, in order.
         final_norm: the norm applied before the unembedding.
         embed: the token embedding module.
@@ -54,6 +55,7 @@ class ModelAdapter:
     """
 
     model: nn.Module
+    base: nn.Module
     layers: nn.ModuleList
     final_norm: nn.Module
     embed: nn.Module
@@ -77,7 +79,7 @@ class ModelAdapter:
         base_attr, layers_attr, attn_attr, norm_attr, embed_attr = _LAYOUTS[name]
         base, config = getattr(model, base_attr), model.config
         head = model.get_output_embeddings()
-        return cls(model=model, layers=getattr(base, layers_attr), final_norm=getattr(base, norm_attr),
+        return cls(model=model, base=base, layers=getattr(base, layers_attr), final_norm=getattr(base, norm_attr),
                    embed=getattr(base, embed_attr), unembed=head.weight, n_heads=int(config.num_attention_heads),
                    d_model=int(config.hidden_size), vocab_size=int(head.weight.shape[0]),
                    max_positions=getattr(config, "max_position_embeddings", None), attention_name=attn_attr)
@@ -213,6 +215,28 @@ def residual_stream(model: nn.Module, tokens: Tensor, batch_size: int | None = N
                     h.remove()
             parts.append(torch.stack(got))  # (L + 1) x [b, T, d] -> [L + 1, b, T, d]
     return torch.cat(parts, dim=1)
+
+
+def logits_at(model: nn.Module, tokens: Tensor, positions: Tensor, batch_size: int | None = None) -> Tensor:
+    """Logits at a few positions only: the decoder stack, then the head on the gathered hidden states.
+
+    Avoids the ``[B, T, V]`` logits of a full forward (gigabytes for OLMo's 50k vocabulary at T = 2048).
+
+    Args:
+        model: the HF causal LM.
+        tokens: input ids ``[B, T]``.
+        positions: positions ``[P]`` (0-based; logits at t predict token t + 1).
+        batch_size: sequences per forward (None = all at once).
+
+    Returns:
+        ``[B, P, V]`` logits.
+    """
+    adapter = ModelAdapter.from_model(model)
+    head, positions = model.get_output_embeddings(), positions.to(adapter.device)
+    with probe_mode(model, eager=False):
+        parts = [head(adapter.base(input_ids=chunk, use_cache=False).last_hidden_state[:, positions])
+                 for chunk in _batches(tokens.to(adapter.device), batch_size)]  # each [b, P, V]
+    return torch.cat(parts, dim=0)
 
 
 def next_token_logits(model: nn.Module, tokens: Tensor, batch_size: int | None = None) -> Tensor:
