@@ -63,14 +63,14 @@ def _attn_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, gold: Tenso
     L, attn, logit = adapter.n_layers, [], []
     for sl in _chunks(ids.shape[0], batch_size):
         got: list[Tensor | None] = [None] * L
-        rows = None if row_layer is None else row_layer[sl]
+        rows = None if row_layer is None else row_layer[sl].cpu()  # checked on the host: no device sync
 
         def make(l: int):
             def fn(module, args, output):
                 a = output_tensor(output)
                 if rows is not None and bool((rows == l).any()):
                     a = a.clone()
-                    a[:, -1] += torch.where((rows == l)[:, None], add[sl].to(a.dtype), 0.0)
+                    a[:, -1] += torch.where((rows == l).to(a.device)[:, None], add[sl].to(a.dtype), 0.0)
                     output = with_output(output, a)
                 got[l] = a[:, -1]
                 return output
@@ -99,7 +99,7 @@ def fv_paper(model: nn.Module, pairs: Tensor, connector: int = 950, batch_size: 
     with probe_mode(model, eager=False), torch.no_grad():
         cache, _ = _attn_last(model, adapter, src, gold_src, batch_size=batch_size)  # [P, L, d]
         _, clean = _attn_last(model, adapter, tgt, gold, batch_size=batch_size)  # [P]
-        row_layer = torch.arange(L, device=tgt.device).repeat_interleave(P)  # rows (l, p), l-major
+        row_layer = torch.arange(L).repeat_interleave(P)  # rows (l, p), l-major (host: hooks test it)
         add = cache.transpose(0, 1).reshape(L * P, -1)  # [L, P, d] -> [L*P, d]
         _, patched = _attn_last(model, adapter, tgt.repeat(L, 1), gold.repeat(L), row_layer, add, batch_size)
         improvement = (patched.double().view(L, P) - clean.double()[None]).mean(1)
@@ -151,10 +151,11 @@ def _run(model: nn.Module, adapter: ModelAdapter, ids: Tensor, gold: Tensor, bat
         def make(l: int):
             def fn(module, args):
                 z = args[0]
-                if patch is not None and bool((patch[0][sl] == l).any()):
+                if patch is not None and bool((patch[0][sl] == l).any()):  # row tensors live on the host
                     rows = (patch[0][sl] == l).nonzero()[:, 0]
                     dh = z.shape[-1] // H
-                    cols = patch[1][sl][rows, None] * dh + torch.arange(dh, device=z.device)  # [r, dh]
+                    cols = patch[1][sl][rows, None] * dh + torch.arange(dh)  # [r, dh]
+                    rows, cols = rows.to(z.device), cols.to(z.device)
                     z = z.clone()
                     z[rows[:, None], -1, cols] = patch[2][l][cols].to(z.dtype)
                 got[l] = z[:, -1]
@@ -212,8 +213,8 @@ def fv_todd(model: nn.Module, prompts: dict[str, Tensor], n_top_heads: int = 10,
     with probe_mode(model, eager=False), torch.no_grad():
         mean_z = _run(model, adapter, p["clean"], p["gold"], batch_size)["z"].mean(0)  # [L, HD]
         base = _run(model, adapter, p["corrupted"], p["gold"], batch_size)["p"]  # [n]
-        row_layer = torch.arange(L, device=dev).repeat_interleave(H * n)  # rows (l, h, prompt)
-        row_head = torch.arange(H, device=dev).repeat_interleave(n).repeat(L)
+        row_layer = torch.arange(L).repeat_interleave(H * n)  # rows (l, h, prompt), on the host
+        row_head = torch.arange(H).repeat_interleave(n).repeat(L)
         patched = _run(model, adapter, p["corrupted"].repeat(L * H, 1), p["gold"].repeat(L * H), batch_size,
                        patch=(row_layer, row_head, mean_z))["p"]
         cie = (patched.view(L, H, n) - base[None, None]).mean(-1)  # [L, H]

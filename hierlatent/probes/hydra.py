@@ -125,13 +125,13 @@ def _layer_outputs_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, ro
     L, out = adapter.n_layers, []
     for sl in _chunks(ids.shape[0], batch_size):
         got: list[Tensor | None] = [None] * L
-        zero = None if row_zero is None else row_zero[sl].to(ids.device)
+        zero = None if row_zero is None else row_zero[sl].cpu()  # checked on the host: no device sync
 
         def make(l: int):
             def fn(module, args, output):
                 h = output_tensor(output)
                 if zero is not None and bool((zero == l).any()):
-                    h = h.masked_fill((zero == l)[:, None, None], 0.0)
+                    h = h.masked_fill((zero == l).to(h.device)[:, None, None], 0.0)
                     output = with_output(output, h)
                 got[l] = h[:, -1]
                 return output
