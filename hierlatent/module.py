@@ -134,8 +134,11 @@ class LanguageModel(L.LightningModule):
         input_ids = batch["input_ids"]
         self._tokens_seen += input_ids.numel() * self.trainer.world_size  # shape arithmetic: no sync
         loss = self(input_ids).loss
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        # every rank takes the same branch (pure step arithmetic), so the all-reduce is DDP-safe; the logged
+        # value is the loss of the whole global batch, identical for any world size at fixed global batch
         if self.trainer._logger_connector.should_update_logs:
+            global_loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+            self.log("train/loss", global_loss, on_step=True, on_epoch=False, rank_zero_only=True)
             self._log_step_stats()
         return loss
 
