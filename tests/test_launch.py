@@ -37,7 +37,7 @@ def test_slurm_dry_run():
 
 def test_torchrun_dry_run():
     out = _dry("torchrun_fit.sh", GPUS="2", CONFIG="configs/pcfg.yaml")
-    generate, fit = out.strip().splitlines()[-2:]
+    generate, fit = (line.strip() for line in out.strip().splitlines()[-2:])
     assert generate == "hierlatent generate --config configs/pcfg.yaml"
     assert fit.startswith("torchrun --standalone --nnodes 1 --nproc_per_node 2")
     assert "--module hierlatent.cli fit --config configs/pcfg.yaml" in fit and "--ckpt_path last" in fit
