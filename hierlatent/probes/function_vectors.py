@@ -310,7 +310,7 @@ class FunctionVectorProbe(Probe):
         """The paper's prompt pairs ``[P, 6]`` (explicit ``prompts`` or ``n_pairs`` seeded samples)."""
         if self.prompts is not None:
             return torch.tensor(self.prompts, dtype=torch.long)
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = self.generator()
         ranges = [self.subject_range, self.verb_range, self.object_range] * 2
         return torch.stack([torch.randint(lo, hi, (self.n_pairs,), generator=gen) for lo, hi in ranges], 1)
 

@@ -342,8 +342,8 @@ class HydraProbe(Probe):
         adapter = ModelAdapter.from_model(model)
         context = adapter.max_positions or self.random_len
         if heldout is None:
-            gen = torch.Generator().manual_seed(self.seed)
-            return torch.randint(0, adapter.vocab_size, (self.n_random, min(self.random_len, context)), generator=gen)
+            shape = (self.n_random, min(self.random_len, context))
+            return torch.randint(0, adapter.vocab_size, shape, generator=self.generator())
         if heldout.ndim != 2 or heldout.shape[1] < 3:
             raise ProbeError(f"HydraProbe: heldout windows must be [n, T >= 3], got shape {tuple(heldout.shape)}")
         if heldout.numel() and (int(heldout.min()) < 0 or int(heldout.max()) >= adapter.vocab_size):

@@ -245,3 +245,27 @@ def test_hooks_and_mode_restored_after_a_failure(mcgrath):
     assert model.training
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
+
+
+def test_runs_under_the_probe_runner(tmp_path):
+    """Both probes through ProbeRunner: JSON document, scalars and growing layer × step heatmaps (NaN rows)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from hierlatent.callbacks.probes import ProbeRunner
+    from hierlatent.probes.function_vectors import FunctionVectorProbe
+
+    model = tiny_model("llama", n_layers=3, dtype=torch.float32)
+    runner = ProbeRunner([HydraProbe(n_heldout=2, batch_size=2),
+                          FunctionVectorProbe(n_pairs=2, n_icl_prompts=2, n_shots=2, n_top_heads=2)])
+    runner.validate(model)
+    logger = TensorBoardLogger(tmp_path)
+    heldout = torch.randint(0, 1003, (3, 8), generator=torch.Generator().manual_seed(0))
+    for step in (1, 2):
+        doc = runner.probe_model(model, step=step, json_path=tmp_path / f"step-{step}.json", loggers=[logger],
+                                 heldout=heldout)
+    saved = json.loads((tmp_path / "step-2.json").read_text())
+    assert saved["hydra"]["paper"]["k2"].keys() == {"2"} and len(saved["hydra"]["mcgrath"]["matrix"]) == 3
+    assert len(saved["function_vectors"]["improvement"]) == 3 and "top_heads" in saved["function_vectors"]["todd"]
+    assert saved == json.loads(json.dumps(doc))
+    assert sorted(runner.columns) == ["function_vectors_improvement", "hydra_paper_k1", "hydra_paper_k2"]
+    assert sorted(runner.columns["hydra_paper_k1"]) == [1, 2]
