@@ -113,7 +113,7 @@ def _local_ref(path: Path) -> CheckpointRef:
             tokens = int(seen) if seen is not None else tokens
         except (ValueError, TypeError, AttributeError):
             pass  # a broken side-car must not hide the checkpoint; step from the name is kept
-    return CheckpointRef(revision=path.name, step=step, tokens=tokens, source=str(path), path=str(path))
+    return CheckpointRef(revision=path.name, step=step, tokens=tokens, source=str(path.resolve()), path=str(path.resolve()))
 
 
 def discover_local(root: Path) -> list[CheckpointRef]:

@@ -11,17 +11,17 @@ TINY = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_laye
             max_position_embeddings=64)
 
 
-def make_checkpoint(path: Path, seed: int = 0, arch: str = "olmo") -> Path:
-    """Save a tiny random causal LM of ``arch`` with weights drawn from ``seed`` to ``path``."""
+def make_checkpoint(path: Path, seed: int = 0, arch: str = "olmo", **sizes: int) -> Path:
+    """Save a tiny random causal LM of ``arch`` with weights drawn from ``seed`` to ``path`` (``sizes`` override TINY)."""
     import transformers as tf
 
     torch.manual_seed(seed)
     if arch == "olmo":
-        model = tf.OlmoForCausalLM(tf.OlmoConfig(**TINY))
+        model = tf.OlmoForCausalLM(tf.OlmoConfig(**{**TINY, **sizes}))
     elif arch == "llama":
-        model = tf.LlamaForCausalLM(tf.LlamaConfig(**TINY, num_key_value_heads=2))
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(**{**TINY, **sizes}, num_key_value_heads=2))
     elif arch == "neox":
-        model = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**TINY))
+        model = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**{**TINY, **sizes}))
     else:
         raise ValueError(arch)
     model.save_pretrained(path)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,10 @@ from hierlatent.errors import ConfigError, HierlatentError
 from hierlatent.olmo.sweep import probe_olmo
 
 
-def make_trainer(trace_dir: Path | None = None, devices: int = 1, strategy: str = "auto") -> Trainer:
+def make_trainer(trace_dir: Path | None = None, log_images: bool = True) -> Trainer:
     probes = [FakeProbe(trace_dir=str(trace_dir) if trace_dir else None), FakeProbe(name="other", seed=1)]
-    return Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
-                   enable_progress_bar=False, callbacks=[ProbeRunner(probes)])
+    return Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                   callbacks=[ProbeRunner(probes, log_images=log_images)])
 
 
 def results(out: Path) -> dict[str, dict]:
@@ -101,12 +104,64 @@ def test_incomplete_json_is_redone(tmp_path, olmo_series):
     assert "other" in json.loads((out / "step0-tokens0B" / "probes.json").read_text())
 
 
-def test_two_processes_equal_one(tmp_path, olmo_series):
+def test_cli_two_processes_equal_one(tmp_path, olmo_series):
+    """``hierlatent probe-olmo`` under 2-process gloo DDP gives the same files as one in-process run."""
     one, two, trace = tmp_path / "one", tmp_path / "two", tmp_path / "trace"
     trace.mkdir()
     probe_olmo(make_trainer(), str(olmo_series), one)
-    manifest = probe_olmo(make_trainer(trace, devices=2, strategy="ddp_spawn"), str(olmo_series), two)
+    config = tmp_path / "probes.yaml"
+    config.write_text(
+        "trainer:\n  callbacks:\n    - class_path: hierlatent.callbacks.probes.ProbeRunner\n      init_args:\n"
+        "        probes:\n"
+        f"          - {{class_path: fake_probe.FakeProbe, init_args: {{trace_dir: '{trace}'}}}}\n"
+        "          - {class_path: fake_probe.FakeProbe, init_args: {name: other, seed: 1}}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = ["hierlatent", "probe-olmo", "--config", str(config), "--checkpoints", str(olmo_series),
+           "--output_dir", str(two), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp", "--trainer.logger", "false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert results(one) == results(two)
-    ranks = [e["rank"] for e in manifest["revisions"]]
-    assert sorted(ranks) == [0, 0, 1, 1]  # checkpoint-level split, each revision probed once
-    assert len(list(trace.iterdir())) == 4
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert sorted(e["rank"] for e in manifest["revisions"]) == [0, 0, 1, 1]  # checkpoint-level split
+    assert len(list(trace.iterdir())) == 4  # each revision probed exactly once
+
+
+def test_cli_failure_exits_nonzero_with_summary(tmp_path, olmo_series):
+    src = tmp_path / "src"
+    shutil.copytree(olmo_series / "step0-tokens0B", src / "step0-tokens0B")
+    (src / "step7").mkdir()  # a step-named directory without config or weights
+    config = tmp_path / "probes.yaml"
+    config.write_text("trainer:\n  callbacks:\n    - class_path: hierlatent.callbacks.probes.ProbeRunner\n"
+                      "      init_args:\n        probes: [{class_path: fake_probe.FakeProbe}]\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = ["hierlatent", "probe-olmo", "--config", str(config), "--checkpoints", str(src),
+           "--output_dir", str(tmp_path / "out"), "--trainer.accelerator", "cpu", "--trainer.logger", "false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "1 of 2 checkpoints failed: step7" in proc.stderr
+    assert (tmp_path / "out" / "step0-tokens0B" / "probes.json").is_file()
+
+
+def test_memory_flat_over_50_checkpoints(tmp_path):
+    """RSS after 10 warm-up revisions vs after 50: one model at a time, freed before the next."""
+    psutil = pytest.importorskip("psutil")
+    src = tmp_path / "src"
+    # ~4 MB of weights each, so that keeping every model alive would add ~160 MB
+    base = make_checkpoint(src / "step0", seed=0, hidden_size=128, intermediate_size=512, vocab_size=1024)
+    for i in range(1, 50):  # distinct weights without building 50 models: perturb the saved tensors
+        from safetensors.torch import load_file, save_file
+
+        d = src / f"step{i * 10}"
+        shutil.copytree(base, d)
+        tensors = load_file(d / "model.safetensors")
+        save_file({k: v + i * 1e-3 for k, v in tensors.items()}, d / "model.safetensors", metadata={"format": "pt"})
+    proc = psutil.Process()
+    probe_olmo(make_trainer(log_images=False), str(src), tmp_path / "out", revisions="steps:0-90")
+    warm = proc.memory_info().rss
+    t0 = time.perf_counter()
+    manifest = probe_olmo(make_trainer(log_images=False), str(src), tmp_path / "out")
+    print(f"40 checkpoints in {time.perf_counter() - t0:.1f} s, RSS +{(proc.memory_info().rss - warm) / 2**20:.1f} MiB")
+    grown = proc.memory_info().rss - warm
+    assert manifest["summary"]["done"] == 50
+    assert grown < 40 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 40 more checkpoints"
