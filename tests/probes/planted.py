@@ -29,13 +29,13 @@ import torch
 import transformers as tf
 from torch import nn
 
-CODE = 8.0  # pair-code amplitude; with 2 blocks of d/4 pairs... each block adds 2·CODE² per active pair
+CODE = 8.0  # pair-code amplitude: a code contributes 2·CODE² to the squared norm
 
 
 def _gpt2(vocab: int, positions: int, d: int, n_layer: int, n_head: int, tie: bool = True) -> tf.GPT2LMHeadModel:
     cfg = tf.GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=d, n_layer=n_layer, n_head=n_head, n_inner=4,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, scale_attn_weights=False,
-                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie)
+                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=tie, layer_norm_epsilon=1e-12)
     model = tf.GPT2LMHeadModel(cfg).double().eval()
     with torch.no_grad():
         for p in model.transformer.h.parameters():
