@@ -94,7 +94,7 @@ def induction_scores(patterns: Tensor, n: int, ks: Sequence[int] = tuple(range(1
     per_head = {"k_order": k_order_scores(mean, n, ks),  # [K, L, H]
                 "standard": diagonal_mean(mean, n - 1, start=1),  # [L, H]
                 "duplicate": diagonal_mean(mean, n),
-                "previous": diagonal_mean(mean, 1, start=1)}
+                "previous": diagonal_mean(mean, 1)}
     out: dict[str, Any] = {}
     if aggregate == "mean_pattern":
         out["k_order"] = per_head["k_order"].flatten(1).amax(1)  # [K, L*H] -> [K]
@@ -217,5 +217,5 @@ class InductionProbe(Probe):
             result: the output of ``run``.
         """
         per_head = result["per_head"]
-        return {f"induction_{key}_by_layer": torch.as_tensor(per_head[key]).amax(1).tolist()  # [L, H] -> [L]
+        return {f"induction_{key}_by_layer": torch.as_tensor(per_head[key], dtype=torch.float64).amax(1).tolist()  # [L, H] -> [L]
                 for key in ("standard", "duplicate")}
