@@ -16,7 +16,6 @@ too and re-raised on every rank, so a failing probe cannot leave the other ranks
 from __future__ import annotations
 
 import contextlib
-import inspect
 import random
 import time
 import traceback
@@ -32,39 +31,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from hierlatent.errors import ProbeError
 from hierlatent.io import atomic_write_json
-
-try:  # the probe package is written in parallel; the runner only needs its interface
-    from hierlatent.probes.base import Probe
-except ImportError:  # pragma: no cover - only while hierlatent.probes.base does not exist yet
-    Probe = Any  # type: ignore[misc,assignment]
-
-
-def _adapter_module():
-    try:
-        from hierlatent.probes import adapter
-    except ImportError:
-        return None
-    return adapter
-
-
-def build_adapter(model: torch.nn.Module) -> Any:
-    """``ModelAdapter.from_model(model)``, or None while the adapter module is not available."""
-    adapter = _adapter_module()
-    return adapter.ModelAdapter.from_model(model) if adapter is not None else None
-
-
-@contextlib.contextmanager
-def _fallback_probe_mode(model: torch.nn.Module) -> Iterator[None]:
-    # Used only when hierlatent.probes.adapter is absent: eval + no grad, then restore modes exactly.
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
+from hierlatent.probes.adapter import ModelAdapter, probe_mode
+from hierlatent.probes.base import Probe
 
 @contextlib.contextmanager
 def probe_context(model: torch.nn.Module) -> Iterator[None]:
@@ -75,13 +43,11 @@ def probe_context(model: torch.nn.Module) -> Iterator[None]:
     precision, bf16 under ``bf16-true``) whatever context the hook is called from; the RNG states are
     forked so seeded probe stimuli do not shift the training data order or dropout masks.
     """
-    adapter = _adapter_module()
     device = next(model.parameters()).device
-    mode = adapter.probe_mode(model) if adapter is not None else _fallback_probe_mode(model)
     py_state, np_state = random.getstate(), np.random.get_state()
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices), torch.autocast(device.type, enabled=False), mode:
+        with torch.random.fork_rng(devices=devices), torch.autocast(device.type, enabled=False), probe_mode(model):
             yield
     finally:
         random.setstate(py_state)
@@ -123,16 +89,6 @@ def extract_fragment(doc: dict, name: str) -> Any:
             return None
         node = node[key]
     return node
-
-
-def _run_probe(probe: Probe, model: torch.nn.Module, heldout: torch.Tensor | None) -> dict:
-    # Probes take held-out windows as ``heldout=`` (or ``data=``); probes without data take neither.
-    params = inspect.signature(probe.run).parameters
-    if "heldout" in params:
-        return probe.run(model, heldout=heldout)
-    if "data" in params:
-        return probe.run(model, data=heldout)
-    return probe.run(model)
 
 
 def _tag(key: str) -> str:
@@ -192,7 +148,7 @@ class ProbeRunner(Callback):
     # ----------------------------------------------------------------------------- validation / data
     def validate(self, model: torch.nn.Module) -> None:
         """Check every probe against ``model`` (bad layer/k/ids/context -> ProbeError naming the argument)."""
-        adapter = build_adapter(model)
+        adapter = ModelAdapter.from_model(model)
         for i, probe in enumerate(self.probes):
             try:
                 probe.validate(adapter)
@@ -291,7 +247,7 @@ class ProbeRunner(Callback):
                     continue
                 t0 = time.perf_counter()
                 try:
-                    mine.append((i, to_jsonable(_run_probe(probe, model, heldout)), None, 0.0))
+                    mine.append((i, to_jsonable(probe.run(model, heldout=heldout)), None, 0.0))
                 except Exception as err:  # re-raised below on every rank, after the collective
                     if not distributed:
                         raise

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from hierlatent.errors import ProbeError
+from hierlatent.probes.base import Probe
 
 
-class FakeProbe:
+class FakeProbe(Probe):
     """Mean next-token loss and per-layer hidden-state norms on seeded random tokens.
 
     Args:
@@ -32,7 +33,7 @@ class FakeProbe:
         self.name, self.seq_len, self.seed, self.trace_dir, self.fail = name, seq_len, seed, trace_dir, fail
 
     def validate(self, adapter) -> None:
-        max_pos = getattr(adapter, "max_positions", None)
+        max_pos = adapter.max_positions
         if max_pos is not None and self.seq_len > max_pos:
             raise ProbeError(f"seq_len={self.seq_len} exceeds the model context {max_pos}")
         if self.seq_len < 2:
