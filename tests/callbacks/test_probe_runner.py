@@ -70,7 +70,7 @@ def test_bad_probe_argument_fails_before_first_step(tmp_path):
     trace = tmp_path / "trace"
     trace.mkdir()
     runner = ProbeRunner([FakeProbe(), FakeProbe(name="long", seq_len=1000, trace_dir=str(trace))])
-    with pytest.raises(ProbeError, match=r"ProbeRunner.probes\[1\] \(FakeProbe\): seq_len=1 must"):
+    with pytest.raises(ProbeError, match=r"ProbeRunner.probes\[1\] \(FakeProbe\): seq_len=1000 exceeds the model context 64"):
         fit(tmp_path, runner)
     assert not list(tmp_path.rglob("step-*.json")) and not list(trace.iterdir())
 
