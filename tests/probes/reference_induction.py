@@ -147,3 +147,35 @@ def reference_suite(model: nn.Module, induction: Any = None, icl: Any = None, sy
         seconds["syntax"] = time.perf_counter() - t0
     out["seconds"] = seconds
     return out
+
+
+def bench_entries_induction(model: nn.Module, heldout: Tensor, args: Any) -> list[tuple[str, Any, Any, Any]]:
+    """(name, batched, reference, to-comparable) rows for ``tests/benchmarks/bench_probes.py``.
+
+    Args:
+        model: HF causal LM (the paper's shape in the benchmark).
+        heldout: held-out windows ``[n, T]``.
+        args: the benchmark's parsed flags (``quick``, ``batch_size``).
+    """
+    from hierlatent.callbacks.probes import to_jsonable
+    from hierlatent.probes.icl import ICLProbe
+    from hierlatent.probes.induction import InductionProbe
+    from hierlatent.probes.syntax import SyntaxProbe
+
+    n, samples = (16, 4) if getattr(args, "quick", False) else (64, 20)
+    induction = InductionProbe(n=n, n_samples=samples)
+    per_sample = InductionProbe(n=n, n_samples=samples, aggregate="per_sample_max")
+    icl = ICLProbe(n_windows=len(heldout), batch_size=args.batch_size)
+    syntax = SyntaxProbe(n_samples=20 if getattr(args, "quick", False) else 100)
+
+    def ref_of(probe: Any) -> Any:
+        return lambda: reference_suite(model, induction=probe)["induction"]
+
+    return [
+        ("induction (mean pattern)", lambda: to_jsonable(induction.run(model)), ref_of(induction), lambda r: r),
+        ("induction (per-sample max)", lambda: to_jsonable(per_sample.run(model)), ref_of(per_sample), lambda r: r),
+        ("ICL score", lambda: to_jsonable(icl.run(model, heldout)),
+         lambda: reference_suite(model, icl=icl, heldout=heldout)["induction.icl"], lambda r: r),
+        ("syntax", lambda: to_jsonable(syntax.run(model)), lambda: reference_suite(model, syntax=syntax)["syntax"],
+         lambda r: r),
+    ]
