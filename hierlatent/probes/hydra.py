@@ -197,14 +197,14 @@ def _check_head(clean: Tensor, head: Tensor) -> None:
 
 def _mcgrath_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
                    repl: Tensor) -> dict[str, Tensor]:
-    """Clean run of a chunk of inputs, then one re-run per ablated attention layer i.
+    """Clean run of a chunk of B inputs, then all L ablations in one staggered pass over the layers.
 
-    Layers before i are unaffected by ablating i, so the re-run starts at decoder layer i from the clean
-    run's recorded input to it (same rows, same position/mask arguments): L(L+1)/2 layer passes per input
-    instead of L². Returns ``attn`` [B, L, d] and ``attn_abl`` [i, B, L, d] (last position), ``final``
-    [B, d], ``logit`` [B], ``logit_abl`` [i, B] and ``y`` [B].
+    Ablating attention layer i leaves layers < i untouched, so ablation i's rows start at decoder layer i
+    from the clean run's recorded input to it: at layer j the batch holds (j+1)·B rows (ablations 0…j,
+    i-major), L(L+1)/2 instead of L² layer passes per input, in L layer calls. Returns ``attn`` [B, L, d]
+    and ``attn_abl`` [i, B, L, d] (last position), ``final`` [B, d], ``logit`` [B], ``logit_abl`` [i, B], ``y``.
     """
-    L = adapter.n_layers
+    L, B = adapter.n_layers, ids.shape[0]
     got: list[Tensor | None] = [None] * L
     inputs: dict[int, tuple[tuple, dict]] = {}
 
@@ -218,9 +218,9 @@ def _mcgrath_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tens
             inputs[l] = (args, kwargs)
         return fn
 
+    final: list[Tensor] = []
     regs = [(adapter.attention(l), "forward", record(l)) for l in range(L)]
     regs += [(adapter.layers[l], "pre_kwargs", keep(l)) for l in range(L)]
-    final: list[Tensor] = []
     regs.append((adapter.layers[L - 1], "forward", lambda m, a, o: final.append(output_tensor(o)[:, -1])))
     with hooks(*regs):
         logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]  # [B, V]
@@ -228,34 +228,42 @@ def _mcgrath_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tens
     logit = token_logits(adapter, model, final[0], y, True)
     _check_head(logits.gather(-1, y[:, None])[:, 0], logit)
     clean_attn = torch.stack(got, 1)  # [B, L, d]
-    attn_abl, logit_abl = [], []
-    for i in range(L):
-        got = list(clean_attn.unbind(1))  # layers < i keep their clean outputs
+    attn_abl = clean_attn[None].repeat(L, 1, 1, 1)  # [i, B, j, d]; entries j < i stay clean
+    h = None
+    for j in range(L):
+        args, kwargs = inputs[j]
+        start = args[0] if args else kwargs["hidden_states"]  # [B, T, d]
+        h = start if h is None else torch.cat([h, start])  # [(j+1)·B, T, d]
 
-        def ablate(module, args, output):
-            new = repl[i].to(output_tensor(output).dtype).expand_as(output_tensor(output))  # [B, T, d]
-            got[i] = new[:, -1]
-            return with_output(output, new)
+        def ablate(module, a, output):  # ablation j's rows are the last B
+            out = output_tensor(output)
+            out = torch.cat([out[:-B], repl[j].to(out.dtype).expand(B, *out.shape[1:])])
+            got[j] = out[:, -1]
+            return with_output(output, out)
 
-        regs = [(adapter.attention(i), "forward", ablate)]
-        regs += [(adapter.attention(l), "forward", record(l)) for l in range(i + 1, L)]
-        with hooks(*regs):
-            h = _run_layers(adapter, inputs, i)
-        attn_abl.append(torch.stack(got, 1))
-        logit_abl.append(token_logits(adapter, model, h[:, -1], y, True))
-    return {"attn": clean_attn, "attn_abl": torch.stack(attn_abl), "final": final[0], "logit": logit,
-            "logit_abl": torch.stack(logit_abl), "y": y}
+        with hooks((adapter.attention(j), "forward", ablate)):
+            h = _call_layer(adapter.layers[j], h, args, kwargs, B, j + 1)
+        attn_abl[: j + 1, :, j] = got[j].view(j + 1, B, -1)  # [(j+1)·B, d] -> [j+1, B, d]
+    logit_abl = token_logits(adapter, model, h[:, -1].view(L, B, -1), y, True)  # [i, B]
+    return {"attn": clean_attn, "attn_abl": attn_abl, "final": final[0], "logit": logit,
+            "logit_abl": logit_abl, "y": y}
 
 
-def _run_layers(adapter: ModelAdapter, inputs: dict[int, tuple[tuple, dict]], start: int) -> Tensor:
-    """Decoder layers ``start``… from the recorded input of layer ``start``; the last layer's output."""
-    args, kwargs = inputs[start]
-    h = args[0] if args else kwargs["hidden_states"]
-    for l in range(start, adapter.n_layers):
-        args, kwargs = inputs[l]
-        out = adapter.layers[l](h, *args[1:], **kwargs) if args else adapter.layers[l](**{**kwargs, "hidden_states": h})
-        h = output_tensor(out)
-    return h
+def _call_layer(layer: nn.Module, h: Tensor, args: tuple, kwargs: dict, batch: int, copies: int) -> Tensor:
+    """Run a decoder layer on ``h`` ([copies·batch, T, d]) with the clean call's other arguments.
+
+    Batch-sized tensors among them (an eager attention mask [B, 1, T, T]) are tiled ``copies`` times;
+    position tensors have batch dimension 1 and broadcast.
+    """
+    def tile(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == batch and batch > 1:
+            return v.repeat(copies, *[1] * (v.dim() - 1))
+        if isinstance(v, (tuple, list)):
+            return type(v)(tile(x) for x in v)
+        return v
+
+    rest, kw = tile(args[1:]), {k: tile(v) for k, v in kwargs.items() if k != "hidden_states"}
+    return output_tensor(layer(h, *rest, **kw) if args else layer(hidden_states=h, **kw))
 
 
 def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
@@ -267,7 +275,7 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
         inputs: token ids ``[N, T]`` (also the reference batch of mean ablation).
         targets: correct next token per input ``[N]``; None = the clean run's argmax.
         ablation: replace the attention output by zeros or by its mean over all reference tokens.
-        batch_size: inputs per forward pass.
+        batch_size: rows per forward pass (the ablated pass holds n_layers rows per input).
     """
     adapter = ModelAdapter.from_model(model)
     L = adapter.n_layers
@@ -276,8 +284,9 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
     with probe_mode(model, eager=False), torch.no_grad():
         repl = (_attention_mean(model, adapter, ids, batch_size) if ablation == "mean"
                 else torch.zeros(L, adapter.d_model, device=ids.device))  # [L, d]
+        per = max(1, batch_size // L)  # inputs per chunk: the staggered pass holds up to L rows per input
         parts = [_mcgrath_chunk(model, adapter, ids[sl], None if y is None else y[sl], repl)
-                 for sl in _chunks(ids.shape[0], batch_size)]
+                 for sl in _chunks(ids.shape[0], per)]
         r = {k: torch.cat([p[k] for p in parts], 1 if k.endswith("_abl") else 0) for k in parts[0]}
         u = frozen_norm_readout(adapter, r["final"].double(), r["y"]).double()  # [N, d]
         read_clean = torch.einsum("nd,nld->nl", u, r["attn"].double())  # [N, L]
