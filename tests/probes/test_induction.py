@@ -132,3 +132,36 @@ def test_validation_names_the_argument():
     with pytest.raises(ProbeError, match=r"InductionProbe\.n_samples"):
         InductionProbe(n_samples=0)
     InductionProbe().validate(adapter)
+
+
+def test_probe_runner_document_and_logging(tmp_path, planted):
+    """Through the ProbeRunner: one document with induction (+ nested icl) and syntax; every scalar logged."""
+    from hierlatent.callbacks.probes import ProbeRunner
+    from hierlatent.probes.icl import ICLProbe
+    from hierlatent.probes.syntax import SyntaxProbe
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.metrics: dict = {}
+
+        def log_metrics(self, metrics: dict, step: int) -> None:
+            self.metrics.update(metrics)
+
+    probes = [InductionProbe(n=N, n_samples=2, ks=(1, 2), token_low=0, token_high=48), ICLProbe(n_windows=2),
+              SyntaxProbe(n_samples=3, subjects=(0, 10), verbs=(10, 20), objects=(20, 30), connectors=(30, 40))]
+    runner = ProbeRunner(probes=probes)
+    runner.validate(planted)
+    log = Recorder()
+    heldout = torch.randint(0, 48, (2, 32), generator=torch.Generator().manual_seed(0))
+    planted.train()
+    doc = runner.probe_model(planted, step=7, tokens=100, json_path=tmp_path / "step-7.json", loggers=[log],
+                             heldout=heldout)
+    assert planted.training and planted.config._attn_implementation == "sdpa"
+    saved = json.loads((tmp_path / "step-7.json").read_text())
+    assert saved["step"] == 7 and set(saved["induction"]["icl"]) == {"score", "early_position", "late_position"}
+    assert saved["induction"]["standard"] > 0.5 and set(saved["syntax"]) == {"verb_after_subject",
+                                                                            "object_after_subject_verb",
+                                                                            "subject_after_svoc"}
+    assert doc["induction"]["k_order"] == saved["induction"]["k_order"]
+    assert {"probes/induction/k_order/k1", "probes/induction/standard", "probes/induction/icl",
+            "probes/syntax/verb_after_subject"} <= set(log.metrics)
