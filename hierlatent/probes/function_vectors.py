@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
-from hierlatent.probes.adapter import ModelAdapter, probe_mode
+from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.base import Probe
-from hierlatent.probes.hydra import _chunks, hooks, model_device, output_tensor, with_output
+from hierlatent.probes.hydra import _chunks, hooks, model_device, output_tensor, sdpa_probe_mode, with_output
 
 
 def out_proj(attention: nn.Module) -> nn.Module:
@@ -96,7 +96,7 @@ def fv_paper(model: nn.Module, pairs: Tensor, connector: int = 950, batch_size: 
     L = adapter.n_layers
     src, gold_src, tgt, gold = (t.to(model_device(model)) for t in paper_prompts(pairs, connector))
     P = src.shape[0]
-    with probe_mode(model, eager=False), torch.no_grad():
+    with sdpa_probe_mode(model):
         cache, _ = _attn_last(model, adapter, src, gold_src, batch_size=batch_size)  # [P, L, d]
         _, clean = _attn_last(model, adapter, tgt, gold, batch_size=batch_size)  # [P]
         row_layer = torch.arange(L).repeat_interleave(P)  # rows (l, p), l-major (host: hooks test it)
@@ -210,7 +210,7 @@ def fv_todd(model: nn.Module, prompts: dict[str, Tensor], n_top_heads: int = 10,
     dev = model_device(model)
     p = {k: v.to(dev) for k, v in prompts.items()}
     n = p["gold"].shape[0]
-    with probe_mode(model, eager=False), torch.no_grad():
+    with sdpa_probe_mode(model):
         mean_z = _run(model, adapter, p["clean"], p["gold"], batch_size)["z"].mean(0)  # [L, HD]
         base = _run(model, adapter, p["corrupted"], p["gold"], batch_size)["p"]  # [n]
         row_layer = torch.arange(L).repeat_interleave(H * n)  # rows (l, h, prompt), on the host

@@ -69,6 +69,19 @@ def hooks(*registrations: tuple[nn.Module, str, Any]):
         yield
 
 
+@contextmanager
+def sdpa_probe_mode(model: nn.Module):
+    """``probe_mode`` with SDPA attention: these probes read no attention weights, and the callback's
+    eager mode would materialise [rows, H, T, T] score tensors. The implementation is restored on exit."""
+    with probe_mode(model, eager=False):
+        if getattr(getattr(model, "config", None), "_attn_implementation", None) == "eager":
+            try:
+                model.set_attn_implementation("sdpa")
+            except (ValueError, ImportError):  # an architecture without SDPA support stays eager
+                pass
+        yield model
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (inputs are moved there)."""
     return next(model.parameters()).device
@@ -158,7 +171,7 @@ def hydra_paper(model: nn.Module, inputs: Tensor, ks: Sequence[int] = (1, 2), fi
     L = adapter.n_layers
     ids = inputs.to(model_device(model))
     g = ids[:, -1]
-    with probe_mode(model, eager=False), torch.no_grad():
+    with sdpa_probe_mode(model):
         clean = _layer_outputs_last(model, adapter, ids, None, batch_size)  # [N, L, d]
         n_abl = L - min(ks)
         # The zeroed stack is input-independent (module docstring): one row per ablated layer suffices.
@@ -281,7 +294,7 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
     L = adapter.n_layers
     ids = inputs.to(model_device(model))
     y = None if targets is None else targets.to(ids.device)
-    with probe_mode(model, eager=False), torch.no_grad():
+    with sdpa_probe_mode(model):
         repl = (_attention_mean(model, adapter, ids, batch_size) if ablation == "mean"
                 else torch.zeros(L, adapter.d_model, device=ids.device))  # [L, d]
         per = max(1, batch_size // L)  # inputs per chunk: the staggered pass holds up to L rows per input

@@ -140,9 +140,18 @@ def test_mcgrath_full_compensation_known_answer():
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("ablation, eager", [("zero", False), ("mean", True)])
-def test_mcgrath_matches_reference(arch, ablation, eager):
+def test_mcgrath_matches_reference(arch, ablation, eager, monkeypatch):
     """Batched (5 inputs in chunks of 3 x 3 layers; eager = materialised masks tiled) == the reference."""
     model = tiny_model(arch, n_layers=3)
+    if eager:  # an architecture without SDPA: the probe stays eager and tiles the [B, 1, T, T] masks
+        real = model.set_attn_implementation
+
+        def no_sdpa(impl):
+            if impl == "sdpa":
+                raise ValueError("no SDPA")
+            return real(impl)
+
+        monkeypatch.setattr(model, "set_attn_implementation", no_sdpa)
     x = torch.randint(0, 1003, (5, 8), generator=torch.Generator().manual_seed(1))
     targets = None if arch in ("gpt2", "olmo") else x[:, -1]  # both target modes
     with probe_mode(model, eager=eager):  # as under ProbeRunner, which holds the model in eager mode
