@@ -97,11 +97,9 @@ def hydra_fv_entries(model, heldout: torch.Tensor, args) -> list[tuple[str, Call
 
 
 def other_entries(model, heldout: torch.Tensor, args) -> list[tuple[str, Callable, Callable, Callable]]:
-    """Induction (k-order, standard, duplicate/previous), ICL and syntax probes, when present."""
-    try:
-        from tests.probes import bench_entries_induction  # provided with the induction probes, if any
-    except ImportError:
-        return []
+    """Induction (k-order, standard, duplicate/previous), ICL and syntax rows (tests/probes/reference_induction.py)."""
+    from tests.probes.reference_induction import bench_entries_induction
+
     return bench_entries_induction(model, heldout, args)
 
 
