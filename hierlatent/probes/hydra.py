@@ -11,7 +11,10 @@ so the hook wipes the whole residual at depth ``l−k`` (not just the layer's ow
 later layer starts from the zero tensor, whatever the input. That makes the ablated term a function of
 the ablated depth and of ``g`` only, so it is computed with one zeroed forward pass per ablated layer
 (a batch of one row per ablated layer, the hook zeroing that row's layer), not once per input; the slow
-reference in ``tests/probes/reference_hydra_fv.py`` zeroes per sample and per layer and agrees.
+reference in ``tests/probes/reference_hydra_fv.py`` zeroes per sample and per layer and agrees. A
+consequence worth knowing when reading the numbers: in bias-free models (Llama, OLMo) a zero residual
+stays zero (RMSNorm(0) = 0, no biases), so Δ_l^k reduces to the clean U(h_l)[g] for every k; only models
+with biases or LayerNorm offsets (GPT-2, GPT-NeoX) give k-dependent ablated terms.
 
 McGrath et al.: ablate one attention layer (output → 0 or → its mean over the reference batch, all
 positions); at the last position, with y the correct next token:
@@ -24,7 +27,11 @@ positions); at the last position, with y the correct next token:
 ``a_j`` is attention layer j's output at the last position and ``u = P(γ ⊙ W_U[y]) / σ`` the readout
 of the *frozen* final norm (the standard linearisation: the norm's scale σ is the clean run's,
 ``P`` centres for LayerNorm and is the identity for RMSNorm), so ``u·h_final`` is the clean logit up to
-the norm/head biases. All effects are means over inputs.
+the norm/head biases. All effects are means over inputs. Mean ablation uses the mean of the attention
+output over every token of the inputs. Since layers before i do not see the ablation of i, ablation i
+starts at decoder layer i from the clean run's recorded layer input, and all ablations of a chunk of inputs
+share one staggered pass over the layers; the ablated logits are ``lm_head(final_norm(h))``, checked
+against the model's own logits on the clean run.
 """
 
 from __future__ import annotations
