@@ -1,0 +1,215 @@
+"""The on-disk corpus store: parallel, resumable, atomic generation and a memmap reader.
+
+Layout of ``<HIERLATENT_CACHE>/corpora/<name>-<config hash>/``::
+
+    meta.json              written last: its presence marks a finished corpus
+    test/shard-00000.bin   raw little-endian token ids (dtype in meta.json), one document boundary at each start
+    train/shard-00000.bin  ...
+    tokenizer/             HF tokenizer (AutoTokenizer.from_pretrained)
+
+Shards are pure functions of (config, split, index), so any number of worker processes writes the same
+bytes; each worker writes its own shards atomically, so a killed run resumes by keeping finished shards.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierlatent import __version__
+from hierlatent.corpora.base import CorpusGenerator
+from hierlatent.corpora.tokenizer import save_tokenizer
+from hierlatent.errors import CorpusError
+from hierlatent.io import atomic_write_bytes, atomic_write_json, cache_root
+
+META = "meta.json"
+FORMAT = 1
+
+
+def corpus_dir(generator: CorpusGenerator) -> Path:
+    """Where ``generator``'s corpus lives: ``cache_root()/corpora/<name>-<hash>``."""
+    return cache_root() / "corpora" / generator.cache_name()
+
+
+def shard_path(root: Path, split: str, index: int) -> Path:
+    return root / split / f"shard-{index:05d}.bin"
+
+
+class Corpus:
+    """A finished corpus on disk (read-only)."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any]):
+        self.path = Path(path)
+        self.meta = meta
+        self.vocab_size: int = meta["vocab_size"]
+        self.dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+        self.special: dict[str, int] = meta["special_tokens"]
+        self.reference_losses: dict[str, float] = meta["reference_losses"]
+        self.tokenizer_dir = self.path / "tokenizer"
+
+    def shard_paths(self, split: str) -> list[Path]:
+        return [shard_path(self.path, split, i) for i in range(self.meta["n_shards"][split])]
+
+    def n_tokens(self, split: str) -> int:
+        return int(self.meta["n_tokens"][split])
+
+    def memmaps(self, split: str) -> list[np.memmap]:
+        """One read-only memmap per shard, in order (empty shards are skipped: mmap cannot map 0 bytes)."""
+        return [np.memmap(p, dtype=self.dtype, mode="r") for p in self.shard_paths(split) if p.stat().st_size]
+
+    def __repr__(self) -> str:
+        return f"Corpus({self.path}, vocab={self.vocab_size}, tokens={self.meta['n_tokens']})"
+
+
+def open_corpus(path: str | os.PathLike) -> Corpus:
+    """Open a finished corpus, checking meta.json and that every shard has the recorded size."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except FileNotFoundError as exc:
+        raise CorpusError(f"{path}: not a finished corpus (no {META})") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CorpusError(f"{path / META}: unreadable ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CorpusError(f"{path / META}: unknown corpus format {meta.get('format')!r}")
+    corpus = Corpus(path, meta)
+    for split, n_tokens in meta["n_tokens"].items():
+        size = sum(p.stat().st_size if p.exists() else 0 for p in corpus.shard_paths(split))
+        missing = [p for p in corpus.shard_paths(split) if not p.exists()]
+        if missing or size != n_tokens * corpus.dtype.itemsize:
+            bad = missing[0] if missing else path / split
+            raise CorpusError(f"{bad}: corpus is damaged ({split} should hold {n_tokens} tokens)")
+    return corpus
+
+
+def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = True) -> Corpus:
+    """Generate ``generator``'s corpus into the cache (or return the finished one at once).
+
+    Args:
+        generator: the corpus recipe.
+        workers: generation processes (0 = all cores; 1 = in this process).
+        progress: show a progress bar (tokens, tokens/s, ETA) on stderr.
+    """
+    root = corpus_dir(generator)
+    if (root / META).exists():
+        return open_corpus(root)
+    vocab = generator.vocabulary()
+    dtype = vocab.dtype  # ConfigError when the vocabulary does not fit uint32
+    counts = generator.shard_counts()
+    _check_writable(root)
+    _check_disk(root, generator, dtype)
+    workers = workers or os.cpu_count() or 1
+    expected = sum(generator.expected_tokens(s) for s in generator.split_order)
+    start = time.perf_counter()
+    with _progress_bar(expected, progress, generator.cache_name()) as bar:
+        for split in generator.split_order:
+            todo = [i for i in range(counts[split]) if not shard_path(root, split, i).exists()]
+            bar.update(_existing_tokens(root, split, counts[split], dtype))
+            _run_shards(generator, root, split, todo, dtype, workers, bar)
+    seconds = time.perf_counter() - start
+    n_tokens = {s: _existing_tokens(root, s, counts[s], dtype) for s in generator.split_order}
+    save_tokenizer(vocab, root / "tokenizer")
+    total = sum(n_tokens.values())
+    meta = {
+        "format": FORMAT, "name": generator.name, "class_path": generator.class_path(),
+        "init_args": generator.hparams(), "seed": generator.seed, "hierlatent_version": __version__,
+        "dtype": {"<u2": "uint16", "<u4": "uint32"}[dtype.str], "vocab_size": vocab.size,
+        "special_tokens": dict(vocab.special), "n_tokens": n_tokens, "n_shards": counts,
+        "reference_losses": generator.reference_losses(),
+        "generation": {"seconds": round(seconds, 3), "tokens_per_second": total / max(seconds, 1e-9),
+                       "workers": workers, "tokens": total},
+    }
+    atomic_write_json(root / META, meta)
+    return open_corpus(root)
+
+
+# -- generation -------------------------------------------------------------------------------------
+_CONTEXTS: dict[tuple[str, str], Any] = {}  # per-process cache of prepare_context results
+
+
+def _generate_one(generator: CorpusGenerator, root: Path, split: str, index: int, dtype: str) -> int:
+    """Generate and atomically write one shard (runs in a worker process); returns its token count."""
+    key = (generator.cache_name(), split)
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()  # one corpus/split at a time: keeps worker memory bounded
+        _CONTEXTS[key] = generator.prepare_context(root, split)
+    tokens = np.ascontiguousarray(generator.generate_shard(split, index, _CONTEXTS[key]), dtype=dtype)
+    atomic_write_bytes(shard_path(root, split, index), memoryview(tokens).cast("B"))
+    return int(tokens.size)
+
+
+def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
+    if not todo:
+        return
+    if workers == 1 or len(todo) == 1:
+        for i in todo:
+            bar.update(_generate_one(generator, root, split, i, dtype.str))
+        return
+    ctx = multiprocessing.get_context("spawn")  # numba and torch state are not fork-safe
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+        pending = {pool.submit(_generate_one, generator, root, split, i, dtype.str) for i in todo}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise fut.exception()
+                bar.update(fut.result())
+
+
+def _existing_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> int:
+    paths = (shard_path(root, split, i) for i in range(n_shards))
+    return sum(p.stat().st_size for p in paths if p.exists()) // dtype.itemsize
+
+
+# -- checks before any long work ---------------------------------------------------------------------
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise CorpusError(
+            f"cache directory {root} is not writable ({exc.strerror}); set HIERLATENT_CACHE to a writable directory"
+        ) from exc
+
+
+def _check_disk(root: Path, generator: CorpusGenerator, dtype: np.dtype) -> None:
+    counts = generator.shard_counts()
+    needed = sum(generator.expected_tokens(s) for s in generator.split_order) * dtype.itemsize
+    needed -= sum(_existing_tokens(root, s, counts[s], dtype) for s in generator.split_order) * dtype.itemsize
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise CorpusError(
+            f"not enough disk space in {root}: the corpus needs {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free "
+            "(set HIERLATENT_CACHE to a larger disk)"
+        )
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool, name: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm  # Lightning's own progress-bar library
+
+    return tqdm(total=total, unit="tok", unit_scale=True, desc=f"generating {name}", smoothing=0.1)
