@@ -12,12 +12,12 @@ VOCAB, T = 64, 16
 class TinyLM(LightningModule):
     """Tiny Llama trained with SGD; asserts that probing never leaks eval mode or frozen grads into training."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, vocab: int = VOCAB, n_layers: int = 2) -> None:
         super().__init__()
         import transformers as tf
 
         torch.manual_seed(seed)
-        cfg = tf.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        cfg = tf.LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=n_layers,
                              num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
         self.model = tf.LlamaForCausalLM(cfg)
         self.tokens_seen = 0
@@ -34,11 +34,19 @@ class TinyLM(LightningModule):
 
 
 class TinyData(LightningDataModule):
-    """Random token windows; shuffled loader so the training RNG stream matters."""
+    """Random token windows; shuffled loader so the training RNG stream matters.
+
+    Args:
+        vocab: token ids are drawn from [0, vocab).
+    """
+
+    def __init__(self, vocab: int = VOCAB) -> None:
+        super().__init__()
+        self.vocab = vocab
 
     def train_dataloader(self):
         gen = torch.Generator().manual_seed(1)
-        return DataLoader(TensorDataset(torch.randint(0, VOCAB, (64, T), generator=gen)), batch_size=4, shuffle=True)
+        return DataLoader(TensorDataset(torch.randint(0, self.vocab, (64, T), generator=gen)), batch_size=4, shuffle=True)
 
     def heldout_windows(self, n: int, seed: int) -> torch.Tensor:
-        return torch.randint(0, VOCAB, (n, T), generator=torch.Generator().manual_seed(seed))
+        return torch.randint(0, self.vocab, (n, T), generator=torch.Generator().manual_seed(seed))

@@ -21,15 +21,16 @@ from hierlatent.callbacks.probes import ProbeRunner, extract_fragment, merge_fra
 from hierlatent.errors import ProbeError  # noqa: E402
 
 
-def fit(tmp_path: Path, runner: ProbeRunner | None, devices: int = 1, strategy: str = "auto", max_steps: int = 6):
+def fit(tmp_path: Path, runner: ProbeRunner | None, devices: int = 1, strategy: str = "auto", max_steps: int = 6,
+        vocab: int = 64, precision: str = "32-true"):
     seed_everything(0)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)]
     callbacks += [runner] if runner is not None else []
     trainer = Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=max_steps,
                       logger=TensorBoardLogger(tmp_path, name="logs"), callbacks=callbacks,
-                      enable_progress_bar=False, enable_model_summary=False)
-    module = TinyLM()
-    trainer.fit(module, datamodule=TinyData())
+                      enable_progress_bar=False, enable_model_summary=False, precision=precision)
+    module = TinyLM(vocab=vocab, n_layers=3 if vocab > 64 else 2)
+    trainer.fit(module, datamodule=TinyData(vocab))
     return trainer, module
 
 
@@ -106,3 +107,19 @@ def test_ddp_two_processes_shards_probes_without_duplicates(tmp_path):
     assert len({pid for _, _, pid, _ in marks}) == 2  # both ranks did work
     # p0 (rank 0) and p1 (rank 1) have the same seed: a probe's result does not depend on the rank running it
     assert doc["p0"] == doc["p1"] != doc["p2"]
+
+
+def test_real_probes_in_fit_under_bf16_autocast(tmp_path):
+    """The real induction / ICL / Hydra probes inside Trainer.fit with bf16-mixed: float32 results, JSON nested."""
+    from hierlatent.probes.hydra import HydraProbe
+    from hierlatent.probes.icl import ICLProbe
+    from hierlatent.probes.induction import InductionProbe
+
+    probes = [InductionProbe(n=8, n_samples=2, ks=[1, 2]), ICLProbe(n_windows=4), HydraProbe(ks=[1], n_heldout=4),
+              FakeProbe()]
+    trainer, _ = fit(tmp_path, ProbeRunner(probes, n_heldout=4), vocab=320, max_steps=2, precision="bf16-mixed")
+    doc = json.loads((Path(trainer.log_dir) / "probes" / "step-2.json").read_text())
+    assert len(doc["induction"]["k_order"]) == 2 and isinstance(doc["induction"]["icl"]["score"], float)
+    assert set(doc["hydra"]["paper"]["k1"]) == {"1", "2"}
+    assert list(doc) == ["step", "tokens", "induction", "hydra", "fake", "probe_seconds"]
+    assert doc["fake"]["dtype"] == "torch.float32"  # autocast is off inside the probes

@@ -63,7 +63,8 @@ class FakeProbe(Probe):
                 h.remove()
         norms = torch.stack(norms)  # [L]
         return {"loss": out.loss.float(), "layer_norms": norms,
-                "matrix": torch.stack([norms, norms * 2], dim=1), "heldout": heldout is not None}
+                "matrix": torch.stack([norms, norms * 2], dim=1), "heldout": heldout is not None,
+                "dtype": str(out.logits.dtype)}
 
     def scalars(self, result: dict) -> dict[str, float]:
         return {f"{self.name}/loss": result["loss"]}
