@@ -82,12 +82,11 @@ def open_corpus(path: str | os.PathLike) -> Corpus:
     if meta.get("format") != FORMAT:
         raise CorpusError(f"{path / META}: unknown corpus format {meta.get('format')!r}")
     corpus = Corpus(path, meta)
-    for split, n_tokens in meta["n_tokens"].items():
-        size = sum(p.stat().st_size if p.exists() else 0 for p in corpus.shard_paths(split))
-        missing = [p for p in corpus.shard_paths(split) if not p.exists()]
-        if missing or size != n_tokens * corpus.dtype.itemsize:
-            bad = missing[0] if missing else path / split
-            raise CorpusError(f"{bad}: corpus is damaged ({split} should hold {n_tokens} tokens)")
+    for split, sizes in meta["shard_tokens"].items():
+        for shard, n_tokens in zip(corpus.shard_paths(split), sizes):
+            size = shard.stat().st_size if shard.exists() else -1
+            if size != n_tokens * corpus.dtype.itemsize:
+                raise CorpusError(f"{shard}: corpus is damaged (expected {n_tokens} tokens)")
     return corpus
 
 
@@ -115,8 +114,10 @@ def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = 
             todo = [i for i in range(counts[split]) if not shard_path(root, split, i).exists()]
             bar.update(_existing_tokens(root, split, counts[split], dtype))
             _run_shards(generator, root, split, todo, dtype, workers, bar)
+    _CONTEXTS.clear()  # e.g. the PCFG test-sentence table: not needed once the corpus is written
     seconds = time.perf_counter() - start
-    n_tokens = {s: _existing_tokens(root, s, counts[s], dtype) for s in generator.split_order}
+    shard_tokens = {s: _shard_tokens(root, s, counts[s], dtype) for s in generator.split_order}
+    n_tokens = {s: sum(v) for s, v in shard_tokens.items()}
     save_tokenizer(vocab, root / "tokenizer")
     total = sum(n_tokens.values())
     meta = {
@@ -124,6 +125,7 @@ def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = 
         "init_args": generator.hparams(), "seed": generator.seed, "hierlatent_version": __version__,
         "dtype": {"<u2": "uint16", "<u4": "uint32"}[dtype.str], "vocab_size": vocab.size,
         "special_tokens": dict(vocab.special), "n_tokens": n_tokens, "n_shards": counts,
+        "shard_tokens": shard_tokens,
         "reference_losses": generator.reference_losses(),
         "generation": {"seconds": round(seconds, 3), "tokens_per_second": total / max(seconds, 1e-9),
                        "workers": workers, "tokens": total},
@@ -167,9 +169,14 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
                 bar.update(fut.result())
 
 
-def _existing_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> int:
+def _shard_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> list[int]:
+    """Token count of each finished shard of a split (0 where not yet written)."""
     paths = (shard_path(root, split, i) for i in range(n_shards))
-    return sum(p.stat().st_size for p in paths if p.exists()) // dtype.itemsize
+    return [p.stat().st_size // dtype.itemsize if p.exists() else 0 for p in paths]
+
+
+def _existing_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> int:
+    return sum(_shard_tokens(root, split, n_shards, dtype))
 
 
 # -- checks before any long work ---------------------------------------------------------------------
