@@ -6,6 +6,9 @@ window *is* its offset: tests can check exactly which windows each rank, worker 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -86,3 +89,35 @@ class Recorder(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit_recorder(
+    tmp_path: Path, dm: CorpusDataModule, max_steps: int, ckpt_path: Path | None = None, save: bool = False,
+    **trainer_kwargs: Any,
+) -> list[list[int]]:
+    """Fit a ``Recorder`` on ``dm`` for ``max_steps`` on CPU; returns its per-step window offsets.
+
+    Args:
+        tmp_path: root directory of the run.
+        dm: the data module.
+        max_steps: training steps.
+        ckpt_path: checkpoint to resume from.
+        save: checkpoint every step (``steps/``) and at every epoch end (``ends/``).
+        trainer_kwargs: more ``Trainer`` arguments (``callbacks`` are added to the checkpointers).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = trainer_kwargs.pop("callbacks", [])
+    if save:  # every step (saved in on_train_batch_end) and every epoch end (saved in on_train_epoch_end)
+        callbacks = [
+            ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=1, save_top_k=-1),
+            ModelCheckpoint(dirpath=tmp_path / "ends", filename="end-{epoch}", save_on_train_epoch_end=True, save_top_k=-1),
+        ]
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=save or bool(callbacks), default_root_dir=tmp_path,
+        num_sanity_val_steps=0, limit_val_batches=2, **trainer_kwargs,
+    )
+    model = Recorder()
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return model.seen

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from _data_helpers import TEST_BASE, TRAIN_SHARDS, PositionCorpus, attached_module, split_arrays
-from hierlatent.data import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers import the same way with or without tests/__init__.py
+from _data_helpers import TEST_BASE, TRAIN_SHARDS, PositionCorpus, attached_module, fit_recorder, split_arrays  # noqa: E402
+from hierlatent.data import (  # noqa: E402
     CorpusDataModule,
     EvalWindowSampler,
     TokenWindows,
@@ -16,7 +20,7 @@ from hierlatent.data import (
     feistel_permutation,
     random_offsets,
 )
-from hierlatent.errors import ConfigError
+from hierlatent.errors import ConfigError  # noqa: E402
 
 N_TRAIN = sum(TRAIN_SHARDS)
 
@@ -255,33 +259,11 @@ def test_bad_generator_and_too_small_corpus():
 
 
 # -- mid-epoch resume through a real Lightning Trainer -------------------------------------------------------
-def _fit(tmp_path, dm, max_steps, ckpt_path=None, save=False, **trainer_kwargs):
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from _data_helpers import Recorder
-
-    callbacks = trainer_kwargs.pop("callbacks", [])
-    if save:  # every step (saved in on_train_batch_end) and every epoch end (saved in on_train_epoch_end)
-        callbacks = [
-            ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=1, save_top_k=-1),
-            ModelCheckpoint(dirpath=tmp_path / "ends", filename="end-{epoch}", save_on_train_epoch_end=True, save_top_k=-1),
-        ]
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=save or bool(callbacks), default_root_dir=tmp_path,
-        num_sanity_val_steps=0, limit_val_batches=2, **trainer_kwargs,
-    )
-    model = Recorder()
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    return model.seen
-
-
 @pytest.mark.parametrize("sampling, num_workers", [("contiguous", 0), ("random", 0), ("contiguous", 2)])
 def test_resume_mid_epoch_continues_exactly(tmp_path, sampling, num_workers):
     # 46 windows: 11 batches per epoch; workers start iterating (prefetch) before Lightning's restart bookkeeping
     kw = dict(context_window=64, batch_size=4, sampling=sampling, seed=2, num_workers=num_workers)
-    full = _fit(tmp_path, attached_module(**kw), max_steps=25, save=True)
+    full = fit_recorder(tmp_path, attached_module(**kw), max_steps=25, save=True)
     assert len(full) == 25
     flat_epoch0 = [o for step in full[:11] for o in step]
     assert len(set(flat_epoch0)) == 44 or sampling == "random"  # no window twice within an epoch
@@ -293,7 +275,7 @@ def test_resume_mid_epoch_continues_exactly(tmp_path, sampling, num_workers):
     if num_workers:
         points = {"steps/epoch=0-step=4.ckpt": 4, "ends/end-epoch=0.ckpt": 11}
     for name, k in points.items():
-        resumed = _fit(tmp_path / "resumed", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / name)
+        resumed = fit_recorder(tmp_path / "resumed", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / name)
         assert resumed == full[k:], name
 
 
@@ -330,9 +312,9 @@ def test_resume_from_mid_epoch_validation_checkpoints(tmp_path):
 
     kw = dict(context_window=64, batch_size=4, seed=4)
     saver = ModelCheckpoint(dirpath=tmp_path / "val", filename="{step}", save_top_k=-1)  # saves on validation end
-    full = _fit(tmp_path, attached_module(**kw), max_steps=25, callbacks=[saver], val_check_interval=5)
+    full = fit_recorder(tmp_path, attached_module(**kw), max_steps=25, callbacks=[saver], val_check_interval=5)
     for k in (5, 16):  # mid epoch 0, mid epoch 1
-        resumed = _fit(tmp_path / "r", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / "val" / f"step={k}.ckpt",
+        resumed = fit_recorder(tmp_path / "r", attached_module(**kw), max_steps=25, ckpt_path=tmp_path / "val" / f"step={k}.ckpt",
                        val_check_interval=5)
         assert resumed == full[k:], k
 
@@ -360,3 +342,9 @@ def test_end_to_end_through_the_corpus_store(tmp_path, monkeypatch):
     val = torch.cat([b["input_ids"] for b in dm.val_dataloader()])
     assert val.shape == (9, 64) and (val[:, 0] >= TEST_BASE).all()
     assert dm.heldout_windows(5, seed=0).shape == (5, 64)
+    # workers reopen the store's memmaps lazily (the dataset pickles without them) and read the same batches
+    dm2 = CorpusDataModule(PositionCorpus(), context_window=64, batch_size=4, num_workers=2)
+    dm2.setup("fit")
+    loader = dm2.train_dataloader()
+    assert [b["input_ids"][:, 0].tolist() for b in loader] == [offsets[i : i + 4] for i in range(0, len(offsets), 4)]
+    loader._iterator._shutdown_workers()

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from _data_helpers import TEST_BASE
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers import the same way with or without tests/__init__.py
+from _data_helpers import TEST_BASE, attached_module, fit_recorder  # noqa: E402
+from _ddp_data_worker import MAX_STEPS  # noqa: E402
 
 WORKER = Path(__file__).with_name("_ddp_data_worker.py")
 
@@ -27,14 +29,8 @@ def _run_ddp(out: Path, num_workers: int = 0, ckpt: Path | None = None) -> list[
 @pytest.fixture(scope="module")
 def single_device_steps(tmp_path_factory) -> list[list[int]]:
     """The 1-process run with batch 2 × 2 = 4: the reference global batches."""
-    from test_data import _fit
-
-    from _data_helpers import attached_module
-
-    from _ddp_data_worker import MAX_STEPS
-
     dm = attached_module(context_window=64, batch_size=4, seed=2)
-    return _fit(tmp_path_factory.mktemp("single"), dm, max_steps=MAX_STEPS)
+    return fit_recorder(tmp_path_factory.mktemp("single"), dm, max_steps=MAX_STEPS)
 
 
 @pytest.fixture(scope="module")
