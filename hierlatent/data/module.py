@@ -23,6 +23,7 @@ sampler there once, while ``len()`` stays the full epoch length that Lightning's
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -32,13 +33,35 @@ from torch.utils.data import DataLoader
 
 from hierlatent.corpora.base import CorpusGenerator, check_int
 from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
-from hierlatent.data.windows import TokenWindows, _identity
+from hierlatent.data.windows import RawWindows, TokenWindows, _identity
 from hierlatent.errors import ConfigError
 
 SAMPLINGS = ("contiguous", "random")
 
 
-class _TrainLoader(DataLoader):
+class WindowLoader(DataLoader):
+    """``DataLoader`` over ``RawWindows``: batches arrive as token arrays and leave as ``{"input_ids": LongTensor[B, T]}``.
+
+    The int64 conversion (and pinning) happens here, in the consuming process, so workers ship 2-byte tokens.
+    """
+
+    def __init__(self, windows: TokenWindows, *, pin_memory: bool = False, **kwargs: Any):
+        """
+        Args:
+            windows: windows to read.
+            pin_memory: pin each batch (when CUDA is available).
+            kwargs: ``DataLoader`` arguments (sampler, batch_size, num_workers, ...).
+        """
+        super().__init__(RawWindows(windows), collate_fn=_identity, **kwargs)
+        self.pin = pin_memory and torch.cuda.is_available()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for tokens in super().__iter__():
+            ids = torch.from_numpy(tokens.astype(np.int64))  # [B, T]
+            yield {"input_ids": ids.pin_memory() if self.pin else ids}
+
+
+class _TrainLoader(WindowLoader):
     """The train ``DataLoader``, marked resumable for Lightning.
 
     The resume position lives in ``CorpusDataModule.state_dict`` (Lightning restores it before it builds this
@@ -210,10 +233,10 @@ class CorpusDataModule(pl.LightningDataModule):
         """Same windows as ``val_dataloader``."""
         return self.val_dataloader()
 
-    def _loader(self, windows: TokenWindows, sampler: Any, cls: type[DataLoader] = DataLoader) -> DataLoader:
+    def _loader(self, windows: TokenWindows, sampler: Any, cls: type[WindowLoader] = WindowLoader) -> WindowLoader:
         return cls(
             windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=_identity, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
         )
 
     def heldout_windows(self, n: int, seed: int) -> torch.Tensor:
