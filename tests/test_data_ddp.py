@@ -54,6 +54,7 @@ def test_ddp_ranks_split_each_global_batch(ddp_run, single_device_steps):
     assert all(o >= TEST_BASE for o in val[0] + val[1])
 
 
+@pytest.mark.slow  # a second 2-process launch (~25 s); the resume logic is covered by test_data.py in one process
 def test_ddp_resume_mid_epoch(tmp_path, ddp_run, single_device_steps):
     ranks = _run_ddp(tmp_path, ckpt=ddp_run[0] / "ckpt" / "epoch=0-step=5.ckpt")
     resumed = [sorted(a + b) for a, b in zip(ranks[0]["seen"], ranks[1]["seen"])]
