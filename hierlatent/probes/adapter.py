@@ -179,6 +179,9 @@ def attention_patterns(model: nn.Module, tokens: Tensor, batch_size: int | None 
     with probe_mode(model, eager=True):
         for chunk in _batches(tokens.to(adapter.device), batch_size):
             out = model(input_ids=chunk, output_attentions=True, use_cache=False)
+            if not out.attentions or any(a is None for a in out.attentions):
+                raise ProbeError(f"probes: {type(model).__name__} returned no attention weights with eager attention "
+                                 f"(attention implementation {model.config._attn_implementation!r})")
             parts.append(torch.stack(out.attentions))  # L x [b, H, T, T] -> [L, b, H, T, T]
     return torch.cat(parts, dim=1)
 

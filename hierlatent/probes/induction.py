@@ -217,5 +217,5 @@ class InductionProbe(Probe):
             result: the output of ``run``.
         """
         per_head = result["per_head"]
-        return {f"induction_{key}_by_layer": torch.as_tensor(per_head[key], dtype=torch.float64).amax(1).tolist()  # [L, H] -> [L]
-                for key in ("standard", "duplicate")}
+        return {f"induction_{key}_by_layer": torch.as_tensor(per_head[key], dtype=torch.float64).amax(1).tolist()
+                for key in ("standard", "duplicate")}  # [L, H] -> [L]

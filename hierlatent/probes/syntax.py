@@ -63,10 +63,12 @@ class SyntaxProbe(Probe):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ProbeError(f"SyntaxProbe.batch_size: must be an integer >= 1 or None, got {batch_size!r}")
         self.ranges: dict[str, tuple[int, int]] = {}
-        for field, value in (("subjects", subjects), ("verbs", verbs), ("objects", objects), ("connectors", connectors)):
+        roles = {"subjects": subjects, "verbs": verbs, "objects": objects, "connectors": connectors}
+        for field, value in roles.items():
             pair = tuple(value)
             if len(pair) != 2 or not all(isinstance(v, int) for v in pair) or not 0 <= pair[0] < pair[1]:
-                raise ProbeError(f"SyntaxProbe.{field}: must be an id range [low, high) with 0 <= low < high, got {value!r}")
+                raise ProbeError(f"SyntaxProbe.{field}: must be an id range [low, high) with 0 <= low < high, "
+                                 f"got {value!r}")
             self.ranges[field] = pair
         self.prefix = [int(t) for t in prefix]
         if any(t < 0 for t in self.prefix):
@@ -84,7 +86,8 @@ class SyntaxProbe(Probe):
                 raise ProbeError(f"SyntaxProbe.{field}: range end {high} exceeds the model's vocabulary size "
                                  f"{adapter.vocab_size}")
         if any(t >= adapter.vocab_size for t in self.prefix):
-            raise ProbeError(f"SyntaxProbe.prefix: ids {self.prefix} must be < the vocabulary size {adapter.vocab_size}")
+            raise ProbeError(f"SyntaxProbe.prefix: ids {self.prefix} must be < the vocabulary size "
+                             f"{adapter.vocab_size}")
         if adapter.max_positions is not None and len(self.prefix) + 4 > adapter.max_positions:
             raise ProbeError(f"SyntaxProbe.prefix: prompts of {len(self.prefix) + 4} tokens exceed the model's "
                              f"context {adapter.max_positions}")

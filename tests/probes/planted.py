@@ -66,7 +66,8 @@ def _read(column_block: torch.Tensor, block_start: int, count: int, scale: float
             column_block[minus, i + shift] -= scale / (2 * CODE)
 
 
-def planted_induction_gpt2(vocab: int = 48, n: int = 16, beta: float = 40.0, duplicate: bool = True) -> tf.GPT2LMHeadModel:
+def planted_induction_gpt2(vocab: int = 48, n: int = 16, beta: float = 40.0,
+                           duplicate: bool = True) -> tf.GPT2LMHeadModel:
     """The 2-layer, 2-head planted GPT-2 described in the module docstring (float64).
 
     Args:
@@ -167,7 +168,8 @@ def bigram_logits(tokens: torch.Tensor, betas: dict[str, float], vocab: int = 10
 
 
 def tiny_model(arch: str, n_layers: int = 2, d_model: int = 16, n_heads: int = 2, vocab: int = 1003,
-               positions: int = 128, init: float = 0.02, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+               positions: int = 128, init: float = 0.02, seed: int = 0,
+               dtype: torch.dtype = torch.float64) -> nn.Module:
     """A small random HF causal LM: arch in llama, gpt2, olmo, olmo2, neox.
 
     Args:

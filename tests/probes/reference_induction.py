@@ -49,7 +49,8 @@ def ref_induction(model: nn.Module, tokens: Tensor, n: int, ks: list[int], aggre
     L, H = len(pats[0]), len(pats[0][0])
     k_order = [[[sum(_mean_pattern(pats, l, h, n + k + i, k + i) for i in range(n - k)) / (n - k)
                  for h in range(H)] for l in range(L)] for k in ks]
-    standard = [[sum(_mean_pattern(pats, l, h, n + i, i + 1) for i in range(n)) / n for h in range(H)] for l in range(L)]
+    standard = [[sum(_mean_pattern(pats, l, h, n + i, i + 1) for i in range(n)) / n for h in range(H)]
+                for l in range(L)]
     duplicate = [[sum(_mean_pattern(pats, l, h, n + i, i) for i in range(n)) / n for h in range(H)] for l in range(L)]
     previous = [[sum(_mean_pattern(pats, l, h, t, t - 1) for t in range(1, 2 * n)) / (2 * n - 1) for h in range(H)]
                 for l in range(L)]

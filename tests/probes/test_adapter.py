@@ -29,7 +29,8 @@ def test_adapter_fields_and_readout(arch):
     stream = residual_stream(model, x)
     assert stream.shape == (4, 2, 7, 16)
     torch.testing.assert_close(a.final_norm(stream[-1]) @ a.unembed.T, logits)
-    torch.testing.assert_close(stream[0], a.embed(x) + (model.transformer.wpe(torch.arange(7)) if arch == "gpt2" else 0))
+    positional = model.transformer.wpe(torch.arange(7)) if arch == "gpt2" else 0
+    torch.testing.assert_close(stream[0], a.embed(x) + positional)
     pos = torch.tensor([0, 3, 6])
     torch.testing.assert_close(logits_at(model, x, pos), logits[:, pos])
 

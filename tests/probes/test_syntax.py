@@ -56,7 +56,7 @@ def test_batched_equals_reference(arch):
 
 def test_validation_names_the_argument():
     adapter = ModelAdapter.from_model(tiny_model("llama", vocab=500, positions=4))
-    with pytest.raises(ProbeError, match=r"SyntaxProbe\.objects: range end 900 exceeds the model's vocabulary size 500"):
+    with pytest.raises(ProbeError, match=r"SyntaxProbe\.objects: range end 900 exceeds the model's vocabulary"):
         SyntaxProbe(verbs=(300, 400), objects=(400, 900), connectors=(450, 500)).validate(adapter)
     with pytest.raises(ProbeError, match=r"SyntaxProbe\.verbs"):
         SyntaxProbe(verbs=(600, 300))
