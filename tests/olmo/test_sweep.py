@@ -15,6 +15,7 @@ from fake_probe import FakeProbe
 from lightning.pytorch import Trainer
 
 from hierlatent.callbacks.probes import ProbeRunner
+from hierlatent.cli import main
 from hierlatent.errors import ConfigError, HierlatentError
 from hierlatent.olmo.sweep import probe_olmo
 
@@ -127,19 +128,20 @@ def test_cli_two_processes_equal_one(tmp_path, olmo_series):
     assert len(list(trace.iterdir())) == 4  # each revision probed exactly once
 
 
-def test_cli_failure_exits_nonzero_with_summary(tmp_path, olmo_series):
+def test_cli_failure_exits_nonzero_with_summary(tmp_path, olmo_series, capsys):
     src = tmp_path / "src"
     shutil.copytree(olmo_series / "step0-tokens0B", src / "step0-tokens0B")
     (src / "step7").mkdir()  # a step-named directory without config or weights
     config = tmp_path / "probes.yaml"
     config.write_text("trainer:\n  callbacks:\n    - class_path: hierlatent.callbacks.probes.ProbeRunner\n"
                       "      init_args:\n        probes: [{class_path: fake_probe.FakeProbe}]\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = ["hierlatent", "probe-olmo", "--config", str(config), "--checkpoints", str(src),
-           "--output_dir", str(tmp_path / "out"), "--trainer.accelerator", "cpu", "--trainer.logger", "false"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "1 of 2 checkpoints failed: step7" in proc.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe-olmo", "--config", str(config), "--checkpoints", str(src), "--output_dir", str(tmp_path / "out"),
+              "--trainer.accelerator", "cpu", "--trainer.logger", "false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "probe-olmo: step7: failed: CheckpointError" in err
+    assert "error: 1 of 2 checkpoints failed: step7: CheckpointError" in err
     assert (tmp_path / "out" / "step0-tokens0B" / "probes.json").is_file()
 
 
