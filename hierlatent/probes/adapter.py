@@ -34,6 +34,7 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
 # transformers v5 installs output-capturing hooks lazily and marks the model with this flag.
 _CAPTURE_FLAG = "_output_capturing_hooks_installed"
+_IMPL = "_attn_implementation_internal"  # where a transformers v5 config stores its attention implementation
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,7 +134,7 @@ def probe_mode(model: nn.Module, eager: bool = True) -> Iterator[nn.Module]:
     grads = [(p, p.requires_grad) for p in model.parameters()]
     hooks = [(m, name, dict(getattr(m, name))) for m in modules for name in _HOOK_DICTS if hasattr(m, name)]
     flags = [(m, m.__dict__.get(_CAPTURE_FLAG, None), _CAPTURE_FLAG in m.__dict__) for m in modules]
-    impls = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in _configs(model)]
+    impls = [(cfg, cfg.__dict__.get(_IMPL), _IMPL in cfg.__dict__) for cfg in _configs(model)]
     try:
         model.eval()
         model.requires_grad_(False)
@@ -155,8 +156,11 @@ def probe_mode(model: nn.Module, eager: bool = True) -> Iterator[nn.Module]:
                 m.__dict__[_CAPTURE_FLAG] = value
             else:
                 m.__dict__.pop(_CAPTURE_FLAG, None)
-        for cfg, impl in impls:
-            cfg.__dict__["_attn_implementation_internal"] = impl
+        for cfg, impl, present in impls:
+            if present:
+                cfg.__dict__[_IMPL] = impl
+            else:
+                cfg.__dict__.pop(_IMPL, None)
 
 
 def _batches(tokens: Tensor, batch_size: int | None) -> list[Tensor]:
