@@ -109,13 +109,14 @@ def fit_recorder(
 
     callbacks = trainer_kwargs.pop("callbacks", [])
     if save:  # every step (saved in on_train_batch_end) and every epoch end (saved in on_train_epoch_end)
-        callbacks = [
+        callbacks = callbacks + [
             ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=1, save_top_k=-1),
             ModelCheckpoint(dirpath=tmp_path / "ends", filename="end-{epoch}", save_on_train_epoch_end=True, save_top_k=-1),
         ]
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=save or bool(callbacks), default_root_dir=tmp_path,
+        enable_model_summary=False, callbacks=callbacks, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        default_root_dir=tmp_path,
         num_sanity_val_steps=0, limit_val_batches=2, **trainer_kwargs,
     )
     model = Recorder()

@@ -319,6 +319,21 @@ def test_resume_from_mid_epoch_validation_checkpoints(tmp_path):
         assert resumed == full[k:], k
 
 
+def test_resume_unaffected_by_a_stray_train_dataloader_call(tmp_path):
+    import lightning.pytorch as pl
+
+    class Stray(pl.Callback):  # e.g. a user callback peeking at the data mid-training
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                trainer.datamodule.train_dataloader()  # built, never iterated
+
+    kw = dict(context_window=64, batch_size=4, seed=6)
+    full = fit_recorder(tmp_path, attached_module(**kw), max_steps=8, save=True, callbacks=[Stray()])
+    resumed = fit_recorder(tmp_path / "r", attached_module(**kw), max_steps=8,
+                           ckpt_path=tmp_path / "steps" / "epoch=0-step=4.ckpt")
+    assert resumed == full[4:]
+
+
 # -- end to end through the corpus store -----------------------------------------------------------------------
 def test_end_to_end_through_the_corpus_store(tmp_path, monkeypatch):
     store = pytest.importorskip("hierlatent.corpora.store")  # lands separately (issue: corpus store)

@@ -283,7 +283,9 @@ class CorpusDataModule(pl.LightningDataModule):
 
     def _next_position(self) -> tuple[int, int] | None:
         trainer, sampler = self.trainer, self._train_sampler
-        if trainer is None or sampler is None or sampler.iter_epoch is None:
+        if trainer is not None:  # the loader the fit loop really iterates (not one made by a stray call)
+            sampler = getattr(trainer.train_dataloader, "sampler", sampler)
+        if trainer is None or not isinstance(sampler, TrainWindowSampler) or sampler.iter_epoch is None:
             return self._resume
         # Batches done in the sampler's current epoch: Lightning's per-epoch counter (restored on resume and
         # reset before the next epoch's iterator starts). Its epoch counters are not used: after restarts
