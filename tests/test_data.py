@@ -334,6 +334,15 @@ def test_resume_unaffected_by_a_stray_train_dataloader_call(tmp_path):
     assert resumed == full[4:]
 
 
+def test_resume_with_dataloaders_reloaded_every_epoch(tmp_path):
+    kw = dict(context_window=64, batch_size=4, seed=8)
+    full = fit_recorder(tmp_path, attached_module(**kw), max_steps=25, save=True, reload_dataloaders_every_n_epochs=1)
+    assert full == fit_recorder(tmp_path / "plain", attached_module(**kw), max_steps=25)  # same order as no reloads
+    resumed = fit_recorder(tmp_path / "r", attached_module(**kw), max_steps=25, reload_dataloaders_every_n_epochs=1,
+                           ckpt_path=tmp_path / "steps" / "epoch=0-step=4.ckpt")
+    assert resumed == full[4:]
+
+
 # -- end to end through the corpus store -----------------------------------------------------------------------
 def test_end_to_end_through_the_corpus_store(tmp_path, monkeypatch):
     store = pytest.importorskip("hierlatent.corpora.store")  # lands separately (issue: corpus store)

@@ -220,6 +220,7 @@ class CorpusDataModule(pl.LightningDataModule):
             seed=self.seed, num_replicas=world, rank=rank, drop_last=self.drop_last, epoch=epoch,
             start_position=position, epoch_source=self._trainer_epoch,
         )
+        self._resume = None  # handed to this sampler; a reloaded dataloader (next epoch) must not replay it
         return self._loader(self.train_windows, self._train_sampler, _TrainLoader)
 
     def val_dataloader(self) -> DataLoader:
@@ -285,8 +286,10 @@ class CorpusDataModule(pl.LightningDataModule):
         trainer, sampler = self.trainer, self._train_sampler
         if trainer is not None:  # the loader the fit loop really iterates (not one made by a stray call)
             sampler = getattr(trainer.train_dataloader, "sampler", sampler)
-        if trainer is None or not isinstance(sampler, TrainWindowSampler) or sampler.iter_epoch is None:
+        if not isinstance(sampler, TrainWindowSampler):
             return self._resume
+        if trainer is None or sampler.iter_epoch is None:
+            return sampler.pending_start() or self._resume
         # Batches done in the sampler's current epoch: Lightning's per-epoch counter (restored on resume and
         # reset before the next epoch's iterator starts). Its epoch counters are not used: after restarts
         # they disagree with each other (see TrainWindowSampler.__iter__).

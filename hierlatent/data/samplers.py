@@ -86,6 +86,12 @@ class TrainWindowSampler(DistributedSampler):
         """
         self.epoch = epoch
 
+    def pending_start(self) -> tuple[int, int] | None:
+        """(epoch, global window position) where the next iteration resumes, if a resume is pending."""
+        if self._resume is None:
+            return None
+        return self._resume[0], self._resume[1] * self.num_replicas * self.batch_size
+
     def positions(self, first_step: int, last_step: int) -> np.ndarray:
         """This rank's window positions for global steps ``[first_step, last_step)``, flattened in order.
 
