@@ -27,7 +27,7 @@ import torch.distributed as dist
 from lightning.pytorch import Trainer
 
 from hierlatent.callbacks.probes import ProbeRunner
-from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
+from hierlatent.errors import ConfigError, HierlatentError
 from hierlatent.olmo.checkpoints import CheckpointRef, discover, download, hub_weights_hash, weights_hash
 from hierlatent.olmo.frozen import FrozenCausalLM
 from hierlatent.olmo.manifest import read_manifest, write_manifest
@@ -94,7 +94,7 @@ def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRe
     mine = {}
     for i, ref in enumerate(refs):
         if i % world == rank:
-            mine[ref.revision] = _hash(ref, old.get(ref.revision), ref.revision in complete)
+            mine[ref.revision] = _hash(ref, old.get(ref.revision), ref.revision in complete, cache_dir)
     hashes = {k: v for part in _gather(mine, distributed) for k, v in part.items()}
 
     entries: dict[str, dict[str, Any]] = {}
@@ -139,7 +139,8 @@ def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRe
     return manifest
 
 
-def _hash(ref: CheckpointRef, previous: dict | None, complete: bool) -> tuple[str | None, str | None]:
+def _hash(ref: CheckpointRef, previous: dict | None, complete: bool,
+          cache_dir: Path | None) -> tuple[str | None, str | None]:
     if complete and previous and previous.get("weights_sha256"):
         return previous["weights_sha256"], None
     try:
@@ -147,7 +148,7 @@ def _hash(ref: CheckpointRef, previous: dict | None, complete: bool) -> tuple[st
             return weights_hash(Path(ref.path)), None
         digest = hub_weights_hash(ref)
         if digest is None:  # no LFS metadata: hash after downloading
-            ref.path = str(download(ref, None))
+            ref.path = str(download(ref, cache_dir))
             digest = weights_hash(Path(ref.path))
         return digest, None
     except Exception as err:  # isolate: this revision fails, the sweep goes on
