@@ -15,10 +15,14 @@ whatever ``W`` is, as long as ``W·B`` is: the 2-process DDP run sees what a 1-p
 ``2B`` sees. Dataloader workers only fetch: the sampler runs in the main process and the ``DataLoader``
 keeps batch order, so any ``num_workers`` gives the same batches.
 
-Resume. Lightning restores the loop counters, then re-creates the train dataloader and counts the batches
-already done in the epoch, expecting the loader to yield only the rest. ``state_dict()`` (stored in the
-checkpoint by Lightning) records the next (epoch, window position); ``train_dataloader()`` starts its
-sampler there once, while ``len()`` stays the full epoch length that Lightning's counters expect.
+Resume (checked against Lightning 2.6's fit/epoch loops). On restore Lightning sets its per-epoch batch
+counter to the batches already done and re-creates the train dataloader, expecting it to yield only the
+rest while ``len()`` stays the full epoch. ``state_dict()`` (which Lightning stores in the checkpoint)
+records the next (epoch, global window position): the epoch of the sampler's current iteration and
+Lightning's ``batch_progress.current.processed``; ``train_dataloader()`` hands it to one sampler, which
+starts its first iteration there. Later epochs take their number from ``trainer.current_epoch``, not from
+Lightning's ``set_epoch`` (which runs one ahead after a restore from an epoch-end checkpoint). Resuming
+with another world size works when ``W·B`` divides the saved position.
 """
 
 from __future__ import annotations
