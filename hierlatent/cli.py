@@ -237,6 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     except HierlatentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        _release_process_group()
+
+
+def _release_process_group() -> None:
+    """Destroy a DDP process group before exit: gloo's threads otherwise race interpreter shutdown and abort."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

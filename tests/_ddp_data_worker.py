@@ -35,6 +35,11 @@ def main() -> None:
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     record = {"seen": model.seen, "val_seen": model.val_seen}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+    # tear gloo down before interpreter exit: its threads otherwise race the exit and abort the process
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ TESTS = Path(__file__).parent
 BASE = {
     "trainer": {"max_steps": 4, "accelerator": "cpu", "enable_progress_bar": False},
     "model": {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_mlp": 64, "context_window": 16},
-    "data": {"generator": {"class_path": "conftest.RandomTokens", "init_args": {"seed": 1}}, "batch_size": 4},
+    "data": {"generator": {"class_path": "hltest.RandomTokens", "init_args": {"seed": 1}}, "batch_size": 4},
 }
 
 

@@ -19,7 +19,7 @@ from hierlatent.model import build_causal_lm, count_flops_per_token
 from hierlatent.module import LanguageModel, make_schedule
 from hierlatent.trainer import ResumableTensorBoardLogger
 
-from conftest import RandomTokens
+from hltest import RandomTokens
 
 TINY = dict(n_layers=2, d_model=32, n_heads=4, d_mlp=64, context_window=16)
 

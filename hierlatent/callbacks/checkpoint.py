@@ -97,21 +97,26 @@ class HFCheckpoint(ModelCheckpoint):
             return
         self._exported.add(trainer.global_step)
         state_dict = _full_state_dict(trainer)  # collective under FSDP: every rank calls it
+        path = hf_dir(trainer, trainer.global_step)  # trainer.log_dir broadcasts under DDP: every rank calls it
         if trainer.is_global_zero:
             try:
-                export_hf(trainer, trainer.lightning_module, hf_dir(trainer, trainer.global_step), state_dict)
+                export_hf(trainer, trainer.lightning_module, path, state_dict)
             except Exception:  # noqa: BLE001 — an export must never stop training or the other checkpoints
                 log.exception("HF export of step %d failed; training continues", trainer.global_step)
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)
         match = _STEP.search(Path(filepath).stem)
-        if match and trainer.is_global_zero and not Path(filepath).stem.startswith(self.CHECKPOINT_NAME_LAST):
-            shutil.rmtree(hf_dir(trainer, int(match.group(1))), ignore_errors=True)
+        if match and not Path(filepath).stem.startswith(self.CHECKPOINT_NAME_LAST):
+            path = hf_dir(trainer, int(match.group(1)))  # a collective under DDP: every rank computes it
+            if trainer.is_global_zero:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def hf_dir(trainer: pl.Trainer, step: int) -> Path:
     """``<trainer.log_dir>/hf/step-<step>`` (the current directory when there is no logger).
+
+    ``trainer.log_dir`` broadcasts rank 0's directory under DDP, so every rank must call this together.
 
     Args:
         trainer: the running trainer.

@@ -20,7 +20,7 @@ pytest.importorskip("hierlatent.trainer")
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     import lightning as L
-    from conftest import RandomTokens
+    from hltest import RandomTokens
 
     from hierlatent.data import CorpusDataModule, TokenWindows
     from hierlatent.module import LanguageModel

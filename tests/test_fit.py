@@ -1,0 +1,81 @@
+"""A real tiny ``hierlatent fit`` through the console script: corpus, checkpoints, HF exports, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from hltest import run_hierlatent, scalars, tiny_fit_config
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    cache = root / "cache"
+    import os
+
+    os.environ["HIERLATENT_CACHE"] = str(cache)
+    try:
+        cfg = root / "tiny.yaml"
+        cfg.write_text(yaml.safe_dump(tiny_fit_config(checkpoint={"every_n_train_steps": None, "every_fraction": 0.5})))
+        out = run_hierlatent(["fit", "--config", str(cfg)], cwd=root)
+    finally:
+        del os.environ["HIERLATENT_CACHE"]
+    return root, cache, cfg, out
+
+
+def test_fit_writes_corpus_checkpoints_and_logs(fitted):
+    root, cache, _, _ = fitted
+    corpora = list((cache / "corpora").iterdir())
+    assert len(corpora) == 1 and (corpora[0] / "meta.json").is_file()
+    run = root / "runs" / "hierlatent" / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step=12.ckpt", "step=6.ckpt"]
+    assert (run / "config.yaml").is_file()
+    s = scalars(run)
+    assert [st for st, _ in s["train/loss"]] == list(range(12))
+    assert len(s["val/loss"]) == 3 and "reference/uniform" in s
+    assert dict(s["train/tokens_seen"])[11] == 12 * 4 * 16
+
+
+def test_hf_export_opens_with_auto_classes(fitted):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = fitted[0]
+    run = root / "runs" / "hierlatent" / "run"
+    assert sorted(p.name for p in (run / "hf").iterdir()) == ["step-12", "step-6"]
+    export = run / "hf" / "step-12"
+    model = AutoModelForCausalLM.from_pretrained(export)
+    tok = AutoTokenizer.from_pretrained(export)
+    ids = tok("t1 t2 t3", return_tensors="pt")["input_ids"]
+    assert ids[0, -3:].tolist() == [1, 2, 3]
+    ckpt = torch.load(run / "checkpoints" / "step=12.ckpt", map_location="cpu", weights_only=True)
+    sd = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    assert torch.equal(model.state_dict()["lm_head.weight"], sd["lm_head.weight"])
+    record = json.loads((export / "hierlatent.json").read_text())
+    assert record["step"] == 12 and record["tokens_seen"] == 12 * 4 * 16
+    assert record["generator"]["class_path"] == "hltest.RandomTokens" and record["data"]["batch_size"] == 4
+
+
+def test_second_fresh_fit_into_same_run_dir_is_refused(fitted):
+    root, cache, cfg, _ = fitted
+    import os
+
+    out = run_hierlatent(["fit", "--config", str(cfg)], cwd=root, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --trainer.logger.init_args.version")
+
+
+def test_generate_prints_corpus(fitted, monkeypatch, capsys):
+    from hierlatent.cli import main
+
+    root, cache, cfg, _ = fitted
+    monkeypatch.setenv("HIERLATENT_CACHE", str(cache))
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("sys.argv", ["hierlatent"])
+    main(["generate", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert f"corpus: {next((cache / 'corpora').iterdir())}" in out
+    assert '"vocab_size": 64' in out
