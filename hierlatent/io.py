@@ -26,6 +26,13 @@ def _raise_io(path: Path, exc: OSError) -> None:
     raise exc
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: POSIX offers no pure read)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
     path = Path(path)
@@ -33,6 +40,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Non
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -71,6 +79,7 @@ class atomic_directory:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+            self.tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories
         except OSError as exc:
             _raise_io(self.path, exc)
         return self.tmp
