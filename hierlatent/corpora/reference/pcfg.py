@@ -96,6 +96,25 @@ def sentence_set(gen: PCFGDocuments, test_tokens) -> set[tuple[int, ...]]:
     return out
 
 
+def sentence(gen: PCFGDocuments, stream: Stream, perms: list[list[int]], cdfs: list[list[float]],
+             m_cdf: list[float]) -> list[int]:
+    """One sentence (no EOS): the form, then (S V O) the number of extra clauses, then the tokens left to right."""
+    offsets = [0, gen.n_subjects, gen.n_subjects + gen.n_verbs]
+    first_connector = gen.n_subjects + gen.n_verbs + gen.n_objects
+
+    def slot(role: int) -> int:
+        return offsets[role] + perms[role][bisect.bisect_right(cdfs[role], stream.uniform())]
+
+    if stream.uniform() < gen.p_svo:
+        m = bisect.bisect_right(m_cdf, stream.uniform())
+        words = [slot(0), slot(1), slot(2)]
+        for _ in range(m):
+            words.append(first_connector + stream.below(gen.n_connectors))
+            words += [slot(0), slot(1), slot(2)]
+        return words
+    return [slot(1), slot(0), slot(2)]
+
+
 def reference_shard(gen: PCFGDocuments, split: str, index: int,
                     test_sentences: set[tuple[int, ...]] | None = None) -> np.ndarray:
     """``gen.generate_shard(split, index, ...)`` rebuilt one document and one sentence at a time.
@@ -107,8 +126,7 @@ def reference_shard(gen: PCFGDocuments, split: str, index: int,
         test_sentences: ``sentence_set`` of the whole test split, for a train shard with ``dedupe_test_sentences``.
     """
     sizes = [gen.n_subjects, gen.n_verbs, gen.n_objects]
-    off_s, off_v, off_o, off_c = 0, sizes[0], sizes[0] + sizes[1], sum(sizes)
-    eos = off_c + gen.n_connectors
+    eos = sum(sizes) + gen.n_connectors
     cdfs = [_cdf(gen.zipf_probs(n)) for n in sizes]
     m_cdf = _cdf(gen.extra_clauses)
     dedupe = split == "train" and gen.dedupe_test_sentences
@@ -123,22 +141,8 @@ def reference_shard(gen: PCFGDocuments, split: str, index: int,
         copy_key = mix(doc_key ^ (3 + copy))
         for j in range(gen.sentences_per_document):
             stream = Stream(mix(copy_key ^ j))  # each sentence slot has its own stream
-
-            def slot(role: int, offset: int) -> int:
-                return offset + perms[role][bisect.bisect_right(cdfs[role], stream.uniform())]
-
-            def sentence() -> list[int]:
-                if stream.uniform() < gen.p_svo:
-                    m = bisect.bisect_right(m_cdf, stream.uniform())
-                    words = [slot(0, off_s), slot(1, off_v), slot(2, off_o)]
-                    for _ in range(m):
-                        words.append(off_c + stream.below(gen.n_connectors))
-                        words += [slot(0, off_s), slot(1, off_v), slot(2, off_o)]
-                    return words
-                return [slot(1, off_v), slot(0, off_s), slot(2, off_o)]
-
-            for _ in range(MAX_TRIES):
-                words = sentence()
+            for _ in range(MAX_TRIES):  # redraw (from the same stream) while the sentence is in the test split
+                words = sentence(gen, stream, perms, cdfs, m_cdf)
                 if tuple(words) not in forbidden:
                     break
             else:
