@@ -93,3 +93,18 @@ def scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+class ImportRecorder(RandomTokens):
+    """Test generator: each train token says whether the generating process had imported Lightning (1) or not (0)."""
+
+    name = "import-recorder"
+
+    def shard_counts(self) -> dict[str, int]:
+        return {"train": 4, "test": 1}
+
+    def generate_shard(self, split: str, index: int, context: object = None) -> np.ndarray:
+        import sys
+
+        return np.full(self.expected_tokens(split) // 4 if split == "train" else self.test_tokens,
+                       int("lightning" in sys.modules), dtype=np.uint16)

@@ -79,3 +79,23 @@ def test_generate_prints_corpus(fitted, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"corpus: {next((cache / 'corpora').iterdir())}" in out
     assert '"vocab_size": 64' in out
+
+
+def test_generation_workers_do_not_import_the_cli(tmp_path):
+    """Spawned workers of ``hierlatent generate`` skip re-importing the console script (torch + Lightning)."""
+    import numpy as np
+
+    cfg = tiny_fit_config(data={"generator": {"class_path": "hltest.ImportRecorder", "init_args": {"seed": 1}},
+                                "batch_size": 4, "generation_workers": 2})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    import os
+
+    os.environ["HIERLATENT_CACHE"] = str(tmp_path / "cache")
+    try:
+        run_hierlatent(["generate", "--config", str(tmp_path / "cfg.yaml")], cwd=tmp_path)
+    finally:
+        del os.environ["HIERLATENT_CACHE"]
+    (corpus,) = (tmp_path / "cache" / "corpora").iterdir()
+    shards = sorted((corpus / "train").glob("shard-*.bin"))
+    assert len(shards) == 4
+    assert all(not np.fromfile(p, dtype="<u2").any() for p in shards)  # no worker had Lightning loaded

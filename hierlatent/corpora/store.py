@@ -13,15 +13,17 @@ bytes; each worker writes its own shards atomically, so a killed run resumes by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -157,7 +159,8 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
             bar.update(_generate_one(generator, root, split, i, dtype.str))
         return
     ctx = multiprocessing.get_context("spawn")  # numba and torch state are not fork-safe
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool, _workers_skip_cli_main():
+        # the workers start on submit, inside the context manager
         pending = {pool.submit(_generate_one, generator, root, split, i, dtype.str) for i in todo}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -167,6 +170,32 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
                         other.cancel()
                     raise fut.exception()
                 bar.update(fut.result())
+
+
+@contextlib.contextmanager
+def _workers_skip_cli_main() -> Iterator[None]:
+    """Keep spawned workers from re-importing the ``hierlatent`` command as their ``__main__``.
+
+    A spawned process first imports the parent's ``__main__`` (by path, or by module name under
+    ``python -m``). For the console script or ``-m hierlatent.cli`` that means torch and Lightning, seconds
+    per worker and split for nothing: generators live in importable modules. Only that main module is
+    hidden (a user's own script may define its generator and is imported as usual).
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(main, "__file__", None)
+    is_cli = (spec is not None and spec.name == "hierlatent.cli") or (
+        spec is None and path is not None and Path(path).stem == "hierlatent")
+    if not is_cli:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
 
 
 def _shard_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> list[int]:
