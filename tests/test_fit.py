@@ -99,3 +99,47 @@ def test_generation_workers_do_not_import_the_cli(tmp_path):
     shards = sorted((corpus / "train").glob("shard-*.bin"))
     assert len(shards) == 4
     assert all(not np.fromfile(p, dtype="<u2").any() for p in shards)  # no worker had Lightning loaded
+
+
+ICL_RUNNER = {"trainer": {"callbacks": [{"class_path": "hierlatent.callbacks.probes.ProbeRunner", "init_args": {
+    "n_heldout": 4, "probes": [{"class_path": "hierlatent.probes.icl.ICLProbe", "init_args": {"n_windows": 4}}]}}]}}
+
+
+def test_probe_olmo_on_fit_exports_reads_the_runs_corpus(fitted, tmp_path):
+    """probe-olmo over a fit run's hf/ takes held-out windows from the corpus its hierlatent.json records."""
+    from hierlatent.data.windows import TokenWindows, sample_windows
+    from hierlatent.corpora.store import open_corpus
+
+    root, cache, _, _ = fitted
+    (tmp_path / "icl.yaml").write_text(yaml.safe_dump(ICL_RUNNER))
+    hf = root / "runs" / "hierlatent" / "run" / "hf"
+    run_hierlatent(["probe-olmo", "--config", str(tmp_path / "icl.yaml"), "--checkpoints", str(hf),
+                    "--output_dir", str(tmp_path / "out"), "--trainer.accelerator", "cpu", "--trainer.logger", "false"],
+                   cwd=tmp_path)
+    doc = json.loads((tmp_path / "out" / "step-12" / "probes.json").read_text())
+    assert doc["induction"]["icl"]["late_position"] == 15  # windows of the model's 16 positions
+    # the same seeded windows the data module gives the runner during fit
+    corpus = next((cache / "corpora").iterdir())
+    windows = sample_windows(TokenWindows.from_corpus(open_corpus(corpus), "test", 16), 4, 0)
+    from hierlatent.probes.icl import ICLProbe
+    from transformers import AutoModelForCausalLM
+
+    expected = ICLProbe(n_windows=4).run(AutoModelForCausalLM.from_pretrained(hf / "step-12"), windows)["score"]
+    assert abs(doc["induction"]["icl"]["score"] - float(expected)) < 1e-5
+
+
+def test_probe_olmo_without_heldout_text_fails_at_start(tmp_path):
+    """A probe that needs held-out text over checkpoints that record no corpus: one line naming --heldout."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "olmo"))
+    from olmo_helpers import make_checkpoint
+
+    make_checkpoint(tmp_path / "ck" / "step100-tokens1M", seed=0)
+    (tmp_path / "icl.yaml").write_text(yaml.safe_dump(ICL_RUNNER))
+    out = run_hierlatent(["probe-olmo", "--config", str(tmp_path / "icl.yaml"), "--checkpoints", str(tmp_path / "ck"),
+                          "--output_dir", str(tmp_path / "out"), "--trainer.accelerator", "cpu"], cwd=tmp_path,
+                         check=False)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: --heldout: ICLProbe")
+    assert not (tmp_path / "out").exists()  # refused before any checkpoint was loaded

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from hierlatent.corpora.base import CorpusGenerator, check_int
 from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
-from hierlatent.data.windows import RawWindows, TokenWindows, _identity
+from hierlatent.data.windows import RawWindows, TokenWindows, _identity, sample_windows
 from hierlatent.errors import ConfigError
 
 SAMPLINGS = ("contiguous", "random")
@@ -252,11 +252,7 @@ class CorpusDataModule(pl.LightningDataModule):
             seed: seed of the offsets.
         """
         self._require_setup()
-        n = check_int("n", n, minimum=1)
-        generator = torch.Generator().manual_seed(int(seed))
-        high = self.test_windows.n_tokens - self.context_window + 1
-        offsets = torch.randint(0, high, (n,), generator=generator).numpy()
-        return torch.from_numpy(self.test_windows.read(offsets).astype(np.int64))
+        return sample_windows(self.test_windows, check_int("n", n, minimum=1), seed)
 
     # -- resume ----------------------------------------------------------------------------------------
     def teardown(self, stage: str | None = None) -> None:

@@ -143,3 +143,16 @@ class RawWindows(Dataset):
     def __getitems__(self, offsets: list[int]) -> np.ndarray:
         return self.windows.read(offsets)  # [B, T]
 
+
+def sample_windows(windows: TokenWindows, n: int, seed: int) -> torch.Tensor:
+    """``n`` windows at seeded random token offsets (the same on every rank and run): LongTensor[n, T].
+
+    Args:
+        windows: the split to read.
+        n: number of windows.
+        seed: seed of the offsets.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    high = windows.n_tokens - windows.context_window + 1
+    offsets = torch.randint(0, high, (n,), generator=generator).numpy()
+    return torch.from_numpy(windows.read(offsets).astype(np.int64))

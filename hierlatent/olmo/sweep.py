@@ -30,6 +30,7 @@ from hierlatent.callbacks.probes import ProbeRunner
 from hierlatent.errors import ConfigError, HierlatentError
 from hierlatent.olmo.checkpoints import CheckpointRef, discover, download, hub_weights_hash, weights_hash
 from hierlatent.olmo.frozen import FrozenCausalLM
+from hierlatent.olmo.heldout import check_heldout, heldout_source, heldout_windows
 from hierlatent.olmo.manifest import read_manifest, write_manifest
 from hierlatent.olmo.report import is_complete, rebuild_tensorboard
 
@@ -41,6 +42,7 @@ def probe_olmo(
     revisions: str | list[str] = "all",
     cache_dir: Path | None = None,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    heldout: Path | None = None,
 ) -> dict[str, Any] | None:
     """Probe every checkpoint of a series (e.g. all OLMo-1B revisions) with the trainer's ProbeRunner callbacks.
 
@@ -50,6 +52,7 @@ def probe_olmo(
         revisions: Selection: all, every:k, steps:a-b, or revision names (comma-separated or a list).
         cache_dir: Hub download cache (default: the huggingface_hub default).
         dtype: Parameter dtype of the loaded checkpoints (auto: bf16 on GPU, float32 on CPU).
+        heldout: A hierlatent corpus directory whose test split gives held-out windows (default: the corpus a fit export records in hierlatent.json; none: random tokens).
 
     Returns:
         The manifest written by rank 0 (None on other ranks).
@@ -59,8 +62,9 @@ def probe_olmo(
     if not runners:
         raise ConfigError("--trainer.callbacks: probe-olmo needs a ProbeRunner (e.g. --config callbacks/olmo.yaml)")
     refs = discover(checkpoints, revisions)  # errors surface here, before any process is started
+    check_heldout([p for r in runners for p in r.probes], [Path(r.path) if r.path else None for r in refs], heldout)
     sources = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
-    args = (trainer, runners, refs, Path(output_dir), cache_dir, dtype, [str(s) for s in sources])
+    args = (trainer, runners, refs, Path(output_dir), cache_dir, dtype, [str(s) for s in sources], heldout)
     launcher = trainer.strategy.launcher
     if launcher is None:
         return _sweep(*args)
@@ -77,7 +81,7 @@ def _gather(obj: Any, distributed: bool) -> list[Any]:
 
 
 def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRef], output_dir: Path,
-           cache_dir: Path | None, dtype: str, sources: list[str]) -> dict[str, Any] | None:
+           cache_dir: Path | None, dtype: str, sources: list[str], heldout: Path | None) -> dict[str, Any] | None:
     trainer.strategy.setup_environment()  # process group + device, as Lightning's own entry points do
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -120,7 +124,7 @@ def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRe
     done_here = {}
     for i, ref in enumerate(todo):
         if i % world == rank:
-            done_here[ref.revision] = _probe_one(ref, runners, output_dir, device, cache_dir, dtype, rank)
+            done_here[ref.revision] = _probe_one(ref, runners, output_dir, device, cache_dir, dtype, rank, heldout)
     for part in _gather(done_here, distributed):
         for rev, update in part.items():
             entries[rev].update(update)
@@ -158,7 +162,7 @@ def _hash(ref: CheckpointRef, previous: dict | None, complete: bool,
 
 
 def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path, device: torch.device,
-               cache_dir: Path | None, dtype: str, rank: int) -> dict[str, Any]:
+               cache_dir: Path | None, dtype: str, rank: int, heldout: Path | None) -> dict[str, Any]:
     """Load, probe, write probes.json, free. Returns the manifest fields to update."""
     out: dict[str, Any] = {"rank": rank, "error": None}
     module = None
@@ -171,9 +175,14 @@ def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path,
         out["seconds_load"] = round(time.perf_counter() - t0, 4)
         t0 = time.perf_counter()
         doc: dict[str, Any] = {}
+        source = heldout_source(path, heldout)
         for runner in runners:
             runner.validate(module.model)
-            part = runner.probe_model(module.model, step=ref.step or 0, tokens=ref.tokens)
+            windows = None
+            if source is not None and runner.n_heldout > 0:
+                windows = heldout_windows(source, runner.n_heldout, runner.heldout_seed,
+                                          getattr(module.model.config, "max_position_embeddings", None))
+            part = runner.probe_model(module.model, step=ref.step or 0, tokens=ref.tokens, heldout=windows)
             seconds = {**doc.get("probe_seconds", {}), **part.pop("probe_seconds", {})}
             doc.update(part)
             doc["probe_seconds"] = seconds

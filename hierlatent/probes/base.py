@@ -26,6 +26,8 @@ class Probe(ABC):
     """
 
     name: ClassVar[str]
+    #: the probe cannot run without held-out corpus windows (no random-token fallback)
+    needs_heldout: ClassVar[bool] = False
     seed: int = 0
 
     def validate(self, adapter: ModelAdapter) -> None:

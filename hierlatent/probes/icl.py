@@ -53,6 +53,7 @@ class ICLProbe(Probe):
     """
 
     name = "induction.icl"
+    needs_heldout = True
 
     def __init__(self, n_windows: int = 100, early_position: int | None = None, late_position: int | None = None,
                  batch_size: int | None = 16, seed: int = 0) -> None:
