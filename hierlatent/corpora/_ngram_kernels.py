@@ -11,25 +11,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (2^64 / golden ratio, odd)
-MIX1 = 0xBF58476D1CE4E5B9
-MIX2 = 0x94D049BB133111EB
+from hierlatent.corpora._splitmix import GOLDEN as _GAMMA
+from hierlatent.corpora._splitmix import finalise as mix64
+
 HASH_BASE = 0xD6E8FEB86659FD93  # odd multiplier of the polynomial prefix hash
 LENGTH_SALT = 0x632BE59BD9B4E019  # the window length enters the hash, so windows of different lengths differ
 
-_GAMMA, _MIX1, _MIX2 = np.uint64(GAMMA), np.uint64(MIX1), np.uint64(MIX2)
 _BASE, _SALT = np.uint64(HASH_BASE), np.uint64(LENGTH_SALT)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_S11 = np.uint64(11)
 _ONE = np.uint64(1)
 _TWO_M53 = 1.0 / 9007199254740992.0  # 2^-53: 53 random bits -> a double in [0, 1), exactly
-
-
-@numba.njit(cache=True, inline="always")
-def mix64(z):
-    """SplitMix64's finaliser (a bijection of 64-bit words with full avalanche)."""
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    return z ^ (z >> _S31)
 
 
 @numba.njit(cache=True)

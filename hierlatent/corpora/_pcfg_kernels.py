@@ -20,21 +20,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+from hierlatent.corpora._splitmix import GOLDEN, finalise
+
 _LOW32 = np.uint64(0xFFFFFFFF)
 _TO_UNIT = 2.0 ** -53
 N_ROLES = 3  # subjects, verbs, objects: rows of the permutation and Zipf tables
 TAG_SENTENCES = 3  # stream tags 0..2 shuffle the three roles; 3 + copy drives a copy's sentences
-
-
-@numba.njit(cache=True, inline="always")
-def finalise(z):
-    """splitmix64 output function (a bijection of uint64)."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
 
 
 @numba.njit(cache=True, inline="always")
@@ -125,29 +116,6 @@ def sample_sentence(buf, state, perm, grammar, n_guide):
     state = _slot(buf, 1, state, 0, perm, grammar, n_guide)
     state = _slot(buf, 2, state, 2, perm, grammar, n_guide)
     return 3, state
-
-
-# -- the train order ----------------------------------------------------------------------------------
-@numba.njit(cache=True)
-def feistel(positions, n, round_keys, half):
-    """``hierlatent.data.permutation.feistel_permutation`` compiled (same rounds, keys and cycle-walking).
-
-    A copy, not an import: importing ``hierlatent.data`` loads Lightning (3 s), which every spawned
-    generation worker would pay; the reference uses the shared numpy version, so the tests compare them.
-    """
-    mask = (np.uint64(1) << np.uint64(half)) - np.uint64(1)
-    out = np.empty(len(positions), dtype=np.int64)
-    for idx in range(len(positions)):
-        x = np.uint64(positions[idx])
-        while True:
-            left, right = x >> np.uint64(half), x & mask
-            for k in round_keys:
-                left, right = right, left ^ (mix(right ^ k) & mask)
-            x = (left << np.uint64(half)) | right
-            if x < np.uint64(n):
-                break
-        out[idx] = np.int64(x)
-    return out
 
 
 # -- the test-sentence table --------------------------------------------------------------------------

@@ -116,6 +116,12 @@ class CorpusGenerator(ABC):
         return f"{self.name}-{self.config_hash()}"
 
 
+def entropy(p: np.ndarray) -> float:
+    """Shannon entropy in nats of a probability vector (zero entries contribute nothing)."""
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from hierlatent.corpora._grammar_compile import CompiledGrammar, compile_grammar
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, entropy
 from hierlatent.errors import GrammarError
 
 SPLIT_IDS = {"train": 1, "test": 2}
@@ -117,7 +117,7 @@ class GrammarCorpus(CorpusGenerator):
         g = self.grammar
         n = len(g.nonterminals)
         counts = np.linalg.solve(np.eye(n) - g.offspring.T, np.eye(n)[0])  # expected expansions of each nonterminal
-        ent = np.array([_entropy(g.rule_prob[g.rule_start[i]:g.rule_start[i + 1]]) for i in range(n)])
+        ent = np.array([entropy(g.rule_prob[g.rule_start[i]:g.rule_start[i + 1]]) for i in range(n)])
         tokens = self.expected_sentence_length() + 1
         unigram = np.zeros(len(g.terminals) + 1)
         for i in range(n):
@@ -130,12 +130,7 @@ class GrammarCorpus(CorpusGenerator):
                     else:
                         unigram[t] += counts[i] * g.rule_prob[r]
         unigram[-1] = 1.0  # one EOS per sentence
-        return {"derivational_entropy": float(counts @ ent / tokens), "unigram_entropy": _entropy(unigram / unigram.sum())}
-
-
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+        return {"derivational_entropy": float(counts @ ent / tokens), "unigram_entropy": entropy(unigram / unigram.sum())}
 
 
 def _sha256(path: Path) -> str:

@@ -34,12 +34,12 @@ import numpy as np
 
 from hierlatent.corpora import _pcfg_kernels as K
 from hierlatent.corpora.base import (CorpusGenerator, Vocabulary, check_distribution, check_int, check_positive,
-                                     check_probability)
+                                     check_probability, entropy)
+from hierlatent.data.permutation import epoch_key, feistel_permutation
 from hierlatent.errors import ConfigError, CorpusError
 
 SPLIT_IDS = {"train": 1, "test": 2}
 MAX_TRIES = 100_000  # consecutive rejected draws before a training sentence is declared impossible
-FEISTEL_ROUNDS = 6  # as hierlatent.data.permutation
 MAX_BITMAP_BITS = 2**30  # 128 MB: above it the test table hashes the 3-token sentences too
 
 
@@ -234,8 +234,8 @@ class PCFGDocuments(CorpusGenerator):
         return int(round(self._n_docs(split) * self.repetitions * per_doc))
 
     def split_key(self, split: str, stream: int = 0) -> int:
-        """Key of a split's streams (0: documents, 1: train order); equals ``permutation.epoch_key``."""
-        return _mix(_mix(_mix(self.seed) ^ SPLIT_IDS[split]) ^ stream)
+        """Key of a split's streams (0: documents, 1: train order), the data pipeline's keyed hash chain."""
+        return epoch_key(self.seed, SPLIT_IDS[split], stream)
 
     def document_ids(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(base document, copy) of every document of shard ``index``, in output order."""
@@ -244,10 +244,7 @@ class PCFGDocuments(CorpusGenerator):
         stop = min(first + self.documents_per_shard * r, self._n_docs(split) * r)
         pos = np.arange(first, stop, dtype=np.int64)
         if split == "train" and self.shuffle_train:
-            n, key = self.n_documents * r, self.split_key(split, 1)
-            half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
-            round_keys = np.array([_mix(key + i) for i in range(FEISTEL_ROUNDS)], dtype=np.uint64)
-            pos = K.feistel(pos, n, round_keys, half)
+            pos = feistel_permutation(pos, self.n_documents * r, self.split_key(split, 1))
         return pos // r, pos % r
 
     # -- tables ---------------------------------------------------------------------------------------
@@ -320,7 +317,7 @@ class PCFGDocuments(CorpusGenerator):
         h_m = -float(np.sum(m[m > 0] * np.log(m[m > 0])))
         slots = p * (1 + self.mean_extra_clauses()) + (1 - p)  # expected draws of each role per sentence
         shared = h_form + p * h_m + p * self.mean_extra_clauses() * math.log(self.n_connectors)
-        h_zipf = sum(_entropy(self.zipf_probs(int(n))) for n in self.sizes)
+        h_zipf = sum(entropy(self.zipf_probs(int(n))) for n in self.sizes)
         h_uniform = sum(math.log(n) for n in self.sizes)
         length = self.mean_sentence_length()
         return {"latent_known": (shared + slots * h_zipf) / length, "role_unigram": (shared + slots * h_uniform) / length}
@@ -329,8 +326,3 @@ class PCFGDocuments(CorpusGenerator):
 def _mix(x: int) -> int:
     """splitmix64 of a Python int (taken mod 2**64), as a Python int."""
     return int(K.mix(np.uint64(x & 0xFFFFFFFFFFFFFFFF)))
-
-
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
