@@ -149,6 +149,13 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_nonnegative(name: str, value: Any) -> float:
+    """A finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_probability(name: str, value: Any) -> float:
     """A real number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:

@@ -48,7 +48,7 @@ import math
 import numpy as np
 
 from hierlatent.corpora import _ngram_kernels as K
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, check_positive
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, check_nonnegative, check_positive
 from hierlatent.errors import ConfigError
 
 SPLIT_IDS = {"train": 1, "test": 2}
@@ -97,12 +97,12 @@ class NGramCorpus(CorpusGenerator):
         self.n_words = check_int("n_words", n_words)
         self.n_contexts = check_int("n_contexts", n_contexts)
         self.exponent_mean = check_positive("exponent_mean", exponent_mean)
-        self.exponent_std = _check_nonnegative("exponent_std", exponent_std)
+        self.exponent_std = check_nonnegative("exponent_std", exponent_std)
         self.exponent_floor = check_positive("exponent_floor", exponent_floor)
         self.min_length = check_int("min_length", min_length)
         self.extra_length = check_int("extra_length", extra_length)
         self.orders = _check_orders(orders)
-        self.order_decay = _check_nonnegative("order_decay", order_decay)
+        self.order_decay = check_nonnegative("order_decay", order_decay)
         self.n_sentences = check_int("n_sentences", n_sentences)
         self.n_test_sentences = check_int("n_test_sentences", n_test_sentences)
         self.sentences_per_shard = check_int("sentences_per_shard", sentences_per_shard)
@@ -216,13 +216,6 @@ def _guide(cdf: np.ndarray) -> np.ndarray:
     """The guide table, as int16 when the word ids fit (half the cache footprint of int32)."""
     guide = K.build_guide(cdf, GUIDE_SIZE)
     return guide.astype(np.int16) if cdf.shape[1] <= np.iinfo(np.int16).max else guide
-
-
-def _check_nonnegative(name: str, value) -> float:
-    """A finite real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}: must be a number >= 0, got {value!r}")
-    return float(value)
 
 
 def _check_orders(orders) -> list[int]:
