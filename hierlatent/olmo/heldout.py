@@ -49,8 +49,10 @@ def check_heldout(probes: list, checkpoints: list[Path | None], explicit: Path |
     if explicit is not None:
         open_corpus(explicit)  # CorpusError naming the directory when it is not a finished corpus
     needs = [p for p in probes if getattr(p, "needs_heldout", False)]
+    if not needs:
+        return
     missing = [c for c in checkpoints if heldout_source(c, explicit) is None]
-    if needs and missing:
+    if missing:
         name = "a hub revision" if missing[0] is None else str(missing[0])
         raise ConfigError(
             f"--heldout: {type(needs[0]).__name__} needs held-out corpus windows, and {name} (with {len(missing) - 1}"
