@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.base import Probe
-from hierlatent.probes.hydra import _chunks, hooks, model_device, output_tensor, sdpa_probe_mode, with_output
+from hierlatent.probes.intervene import chunks, hooks, model_device, output_tensor, sdpa_probe_mode, with_output
 
 
 def out_proj(attention: nn.Module) -> nn.Module:
@@ -61,7 +61,7 @@ def _attn_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, gold: Tenso
     Row r adds ``add[r]`` [d] to attention layer ``row_layer[r]``'s output at the last position.
     """
     L, attn, logit = adapter.n_layers, [], []
-    for sl in _chunks(ids.shape[0], batch_size):
+    for sl in chunks(ids.shape[0], batch_size):
         got: list[Tensor | None] = [None] * L
         rows = None if row_layer is None else row_layer[sl].cpu()  # checked on the host: no device sync
 
@@ -145,7 +145,7 @@ def _run(model: nn.Module, adapter: ModelAdapter, ids: Tensor, gold: Tensor, bat
     """
     L, H = adapter.n_layers, adapter.n_heads
     zs, probs, top = [], [], []
-    for sl in _chunks(ids.shape[0], batch_size):
+    for sl in chunks(ids.shape[0], batch_size):
         got: list[Tensor | None] = [None] * L
 
         def make(l: int):

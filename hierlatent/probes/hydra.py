@@ -16,126 +16,26 @@ consequence worth knowing when reading the numbers: in bias-free models (Llama, 
 stays zero (RMSNorm(0) = 0, no biases), so Δ_l^k reduces to the clean U(h_l)[g] for every k; only models
 with biases or LayerNorm offsets (GPT-2, GPT-NeoX) give k-dependent ablated terms.
 
-McGrath et al.: ablate one attention layer (output → 0 or → its mean over the reference batch, all
-positions); at the last position, with y the correct next token:
-
-* direct effect_i = u·(a_i − a_i^abl), the removed contribution read through the unembedding;
-* total effect_i = logit_y(clean) − logit_y(ablated run);
-* compensation_i = direct_i − total_i;
-* matrix[i, j] = E[u·a_j after ablating i − u·a_j clean]  (so matrix[i, i] = −direct_i).
-
-``a_j`` is attention layer j's output at the last position and ``u = P(γ ⊙ W_U[y]) / σ`` the readout
-of the *frozen* final norm (the standard linearisation: the norm's scale σ is the clean run's,
-``P`` centres for LayerNorm and is the identity for RMSNorm), so ``u·h_final`` is the clean logit up to
-the norm/head biases. All effects are means over inputs. Mean ablation uses the mean of the attention
-output over every token of the inputs. Since layers before i do not see the ablation of i, ablation i
-starts at decoder layer i from the clean run's recorded layer input, and all ablations of a chunk of inputs
-share one staggered pass over the layers; the ablated logits are ``lm_head(final_norm(h))``, checked
-against the model's own logits on the clean run.
+McGrath et al.'s direct/total effects of ablating each attention layer (``mcgrath=True``) live in
+``hierlatent.probes.mcgrath``; the probe runs them on the same inputs (held-out windows: predict each
+window's last token from the rest; random tokens: the clean run's argmax).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
-from hierlatent.probes.adapter import ModelAdapter, probe_mode
+from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.base import Probe
-
-
-# -- hook plumbing shared with function_vectors.py --------------------------------------------------
-def output_tensor(output: Any) -> Tensor:
-    """The hidden-state tensor of a module output (HF modules return a tensor or a tuple led by it)."""
-    return output[0] if isinstance(output, tuple) else output
-
-
-def with_output(output: Any, new: Tensor) -> Any:
-    """``output`` with its hidden-state tensor replaced by ``new`` (same container type)."""
-    return (new, *output[1:]) if isinstance(output, tuple) else new
-
-
-@contextmanager
-def hooks(*registrations: tuple[nn.Module, str, Any]):
-    """Register ``(module, kind, fn)`` hooks and always remove them.
-
-    kind: "forward", "pre" (forward pre-hook), "pre_kwargs" (pre-hook also given the kwargs).
-    """
-    with ExitStack() as stack:
-        for module, kind, fn in registrations:
-            if kind == "forward":
-                handle = module.register_forward_hook(fn)
-            else:
-                handle = module.register_forward_pre_hook(fn, with_kwargs=kind == "pre_kwargs")
-            stack.callback(handle.remove)
-        yield
-
-
-@contextmanager
-def sdpa_probe_mode(model: nn.Module):
-    """``probe_mode`` with SDPA attention: these probes read no attention weights, and the callback's
-    eager mode would materialise [rows, H, T, T] score tensors. The implementation is restored on exit."""
-    with probe_mode(model, eager=False):
-        if getattr(getattr(model, "config", None), "_attn_implementation", None) == "eager":
-            try:
-                model.set_attn_implementation("sdpa")
-            except (ValueError, ImportError):  # an architecture without SDPA support stays eager
-                pass
-        yield model
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (inputs are moved there)."""
-    return next(model.parameters()).device
-
-
-def token_logits(adapter: ModelAdapter, model: nn.Module, h: Tensor, ids: Tensor, norm: bool) -> Tensor:
-    """``lm_head((final_norm)(h))[ids]`` without materialising the full vocabulary.
-
-    Args:
-        adapter: the model's adapter.
-        model: the HF causal LM (for the head's bias, if any).
-        h: hidden states ``[..., d]``.
-        ids: token ids broadcastable to ``h.shape[:-1]``.
-        norm: apply the final norm first.
-    """
-    if norm:
-        h = adapter.final_norm(h)
-    w = adapter.unembed[ids]  # [..., d]
-    out = (h * w).sum(-1)
-    bias = getattr(model.get_output_embeddings(), "bias", None)
-    return out if bias is None else out + bias[ids]
-
-
-def frozen_norm_readout(adapter: ModelAdapter, h_final: Tensor, y: Tensor) -> Tensor:
-    """Readout vectors ``u`` [N, d] with ``u·c`` = c's logit-y contribution through the frozen final norm.
-
-    Args:
-        adapter: the model's adapter.
-        h_final: clean residual at the last position after the last layer, ``[N, d]``.
-        y: the token whose logit is read, ``[N]``.
-    """
-    norm = adapter.final_norm
-    w = adapter.unembed[y].to(h_final.dtype)  # [N, d]
-    gamma = getattr(norm, "weight", None)
-    if gamma is not None:
-        w = w * gamma
-    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-5))
-    if "rms" in type(norm).__name__.lower():
-        sigma = (h_final.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    else:  # LayerNorm (learned or OLMo's parameter-free one): centring is linear, so move it onto w
-        w = w - w.mean(-1, keepdim=True)
-        sigma = (h_final.var(-1, unbiased=False, keepdim=True) + eps).sqrt()
-    return w / sigma
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+from hierlatent.probes.intervene import (chunks, hooks, model_device, output_tensor, sdpa_probe_mode, token_logits,
+                                         with_output)
+from hierlatent.probes.mcgrath import Positions, hydra_mcgrath
 
 
 # -- paper-faithful Δ ---------------------------------------------------------------------------------
@@ -143,7 +43,7 @@ def _layer_outputs_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, ro
                         batch_size: int) -> Tensor:
     """Last-position output of every decoder layer ``[R, L, d]``; row r zeroes layer ``row_zero[r]``."""
     L, out = adapter.n_layers, []
-    for sl in _chunks(ids.shape[0], batch_size):
+    for sl in chunks(ids.shape[0], batch_size):
         got: list[Tensor | None] = [None] * L
         zero = None if row_zero is None else row_zero[sl].cpu()  # checked on the host: no device sync
 
@@ -164,7 +64,7 @@ def _layer_outputs_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, ro
 
 
 def hydra_paper(model: nn.Module, inputs: Tensor, ks: Sequence[int] = (1, 2), final_norm: bool = False,
-                batch_size: int = 16) -> dict[int, list[float]]:
+                batch_size: int = 16, clean: Tensor | None = None) -> dict[int, list[float]]:
     """Paper-faithful Δ_l^k for every k in ``ks``: ``{k: [Δ per layer, NaN for l < k]}``.
 
     Args:
@@ -173,149 +73,27 @@ def hydra_paper(model: nn.Module, inputs: Tensor, ks: Sequence[int] = (1, 2), fi
         ks: layer distances k ≥ 1.
         final_norm: apply the final norm before ``lm_head`` (the research code does not).
         batch_size: rows per forward pass.
+        clean: the clean decoder-layer outputs at the last position ``[N, L, d]`` if already computed
+            (``hydra_mcgrath`` returns them from its clean prefix); None = one clean forward pass here.
     """
     adapter = ModelAdapter.from_model(model)
     L = adapter.n_layers
     ids = inputs.to(model_device(model))
     g = ids[:, -1]
     with sdpa_probe_mode(model):
-        clean = _layer_outputs_last(model, adapter, ids, None, batch_size)  # [N, L, d]
+        if clean is None:
+            clean = _layer_outputs_last(model, adapter, ids, None, batch_size)  # [N, L, d]
         n_abl = L - min(ks)
-        # The zeroed stack is input-independent (module docstring): one row per ablated layer suffices.
-        zeroed = _layer_outputs_last(model, adapter, ids[:1].expand(n_abl, -1),
+        # The zeroed stack is input-independent (module docstring), and position-independent too: from the
+        # zeroed depth on every position holds the same state (attention averages identical values). So one
+        # row per ablated layer and a single token suffice.
+        zeroed = _layer_outputs_last(model, adapter, ids[:1, -1:].expand(n_abl, 1),
                                      torch.arange(n_abl), batch_size)  # [A, L, d]
         clean_u = token_logits(adapter, model, clean, g[:, None], final_norm).mean(0)  # [L]
         # [A, L, 1, d] against [N] tokens -> [A, L, N] -> mean over inputs
         abl_u = token_logits(adapter, model, zeroed[:, :, None], g, final_norm).mean(-1)  # [A, L]
     clean_u, abl_u = clean_u.tolist(), abl_u.tolist()
     return {int(k): [math.nan] * k + [clean_u[l] - abl_u[l - k][l] for l in range(k, L)] for k in ks}
-
-
-# -- McGrath et al. 2023 -------------------------------------------------------------------------------
-def _attention_mean(model: nn.Module, adapter: ModelAdapter, ids: Tensor, batch_size: int) -> Tensor:
-    """Every attention layer's output averaged over all tokens of ``ids`` ``[L, d]`` (mean ablation)."""
-    total = torch.zeros(adapter.n_layers, adapter.d_model, dtype=torch.float64, device=ids.device)
-
-    def make(l: int):
-        def fn(module, args, output):
-            total[l] += output_tensor(output).double().sum((0, 1))
-        return fn
-
-    with hooks(*[(adapter.attention(l), "forward", make(l)) for l in range(adapter.n_layers)]):
-        for sl in _chunks(ids.shape[0], batch_size):
-            model(input_ids=ids[sl], use_cache=False, logits_to_keep=1)
-    return total / ids.numel()
-
-
-def _check_head(clean: Tensor, head: Tensor) -> None:
-    """The layer-wise re-runs read logits as lm_head(final_norm(h)); refuse models where that is wrong."""
-    tol = 10 * torch.finfo(clean.dtype).eps ** 0.5
-    if not torch.allclose(head, clean, rtol=tol, atol=tol):
-        raise ProbeError("HydraProbe.mcgrath: lm_head(final_norm(h)) does not reproduce this model's logits "
-                         "(logit scaling or soft-capping?); run with mcgrath=False")
-
-
-def _mcgrath_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
-                   repl: Tensor) -> dict[str, Tensor]:
-    """Clean run of a chunk of B inputs, then all L ablations in one staggered pass over the layers.
-
-    Ablating attention layer i leaves layers < i untouched, so ablation i's rows start at decoder layer i
-    from the clean run's recorded input to it: at layer j the batch holds (j+1)·B rows (ablations 0…j,
-    i-major), L(L+1)/2 instead of L² layer passes per input, in L layer calls. Returns ``attn`` [B, L, d]
-    and ``attn_abl`` [i, B, L, d] (last position), ``final`` [B, d], ``logit`` [B], ``logit_abl`` [i, B], ``y``.
-    """
-    L, B = adapter.n_layers, ids.shape[0]
-    got: list[Tensor | None] = [None] * L
-    inputs: dict[int, tuple[tuple, dict]] = {}
-
-    def record(l: int):
-        def fn(module, args, output):
-            got[l] = output_tensor(output)[:, -1]
-        return fn
-
-    def keep(l: int):
-        def fn(module, args, kwargs):
-            inputs[l] = (args, kwargs)
-        return fn
-
-    final: list[Tensor] = []
-    regs = [(adapter.attention(l), "forward", record(l)) for l in range(L)]
-    regs += [(adapter.layers[l], "pre_kwargs", keep(l)) for l in range(L)]
-    regs.append((adapter.layers[L - 1], "forward", lambda m, a, o: final.append(output_tensor(o)[:, -1])))
-    with hooks(*regs):
-        logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]  # [B, V]
-    y = logits.argmax(-1) if y is None else y
-    logit = token_logits(adapter, model, final[0], y, True)
-    _check_head(logits.gather(-1, y[:, None])[:, 0], logit)
-    clean_attn = torch.stack(got, 1)  # [B, L, d]
-    attn_abl = clean_attn[None].repeat(L, 1, 1, 1)  # [i, B, j, d]; entries j < i stay clean
-    h = None
-    for j in range(L):
-        args, kwargs = inputs[j]
-        start = args[0] if args else kwargs["hidden_states"]  # [B, T, d]
-        h = start if h is None else torch.cat([h, start])  # [(j+1)·B, T, d]
-
-        def ablate(module, a, output):  # ablation j's rows are the last B
-            out = output_tensor(output)
-            out = torch.cat([out[:-B], repl[j].to(out.dtype).expand(B, *out.shape[1:])])
-            got[j] = out[:, -1]
-            return with_output(output, out)
-
-        with hooks((adapter.attention(j), "forward", ablate)):
-            h = _call_layer(adapter.layers[j], h, args, kwargs, B, j + 1)
-        attn_abl[: j + 1, :, j] = got[j].view(j + 1, B, -1)  # [(j+1)·B, d] -> [j+1, B, d]
-    logit_abl = token_logits(adapter, model, h[:, -1].view(L, B, -1), y, True)  # [i, B]
-    return {"attn": clean_attn, "attn_abl": attn_abl, "final": final[0], "logit": logit,
-            "logit_abl": logit_abl, "y": y}
-
-
-def _call_layer(layer: nn.Module, h: Tensor, args: tuple, kwargs: dict, batch: int, copies: int) -> Tensor:
-    """Run a decoder layer on ``h`` ([copies·batch, T, d]) with the clean call's other arguments.
-
-    Batch-sized tensors among them (an eager attention mask [B, 1, T, T]) are tiled ``copies`` times;
-    position tensors have batch dimension 1 and broadcast.
-    """
-    def tile(v: Any) -> Any:
-        if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == batch and batch > 1:
-            return v.repeat(copies, *[1] * (v.dim() - 1))
-        if isinstance(v, (tuple, list)):
-            return type(v)(tile(x) for x in v)
-        return v
-
-    rest, kw = tile(args[1:]), {k: tile(v) for k, v in kwargs.items() if k != "hidden_states"}
-    return output_tensor(layer(h, *rest, **kw) if args else layer(hidden_states=h, **kw))
-
-
-def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
-                  ablation: Literal["zero", "mean"] = "zero", batch_size: int = 16) -> dict[str, Any]:
-    """McGrath et al. direct/total/compensation per attention layer and the layer-to-layer matrix.
-
-    Args:
-        model: HF causal LM.
-        inputs: token ids ``[N, T]`` (also the reference batch of mean ablation).
-        targets: correct next token per input ``[N]``; None = the clean run's argmax.
-        ablation: replace the attention output by zeros or by its mean over all reference tokens.
-        batch_size: rows per forward pass (the ablated pass holds n_layers rows per input).
-    """
-    adapter = ModelAdapter.from_model(model)
-    L = adapter.n_layers
-    ids = inputs.to(model_device(model))
-    y = None if targets is None else targets.to(ids.device)
-    with sdpa_probe_mode(model):
-        repl = (_attention_mean(model, adapter, ids, batch_size) if ablation == "mean"
-                else torch.zeros(L, adapter.d_model, device=ids.device))  # [L, d]
-        per = max(1, batch_size // L)  # inputs per chunk: the staggered pass holds up to L rows per input
-        parts = [_mcgrath_chunk(model, adapter, ids[sl], None if y is None else y[sl], repl)
-                 for sl in _chunks(ids.shape[0], per)]
-        r = {k: torch.cat([p[k] for p in parts], 1 if k.endswith("_abl") else 0) for k in parts[0]}
-        u = frozen_norm_readout(adapter, r["final"].double(), r["y"]).double()  # [N, d]
-        read_clean = torch.einsum("nd,nld->nl", u, r["attn"].double())  # [N, L]
-        read_abl = torch.einsum("nd,inld->inl", u, r["attn_abl"].double())  # [i, N, L]
-        matrix = (read_abl - read_clean[None]).mean(1)  # [i, j]
-        direct = -matrix.diagonal()
-        total = (r["logit"].double()[None] - r["logit_abl"].double()).mean(1)  # [i]
-    return {"direct": direct.tolist(), "total": total.tolist(), "compensation": (direct - total).tolist(),
-            "matrix": matrix.tolist(), "ablation": ablation}
 
 
 # -- the Probe -----------------------------------------------------------------------------------------
@@ -330,6 +108,7 @@ class HydraProbe(Probe):
         random_len: length of the random sequences (clipped to the model's context).
         mcgrath: also run McGrath et al.'s attention-layer ablations.
         ablation: McGrath ablation, attention output set to zero or to its mean over the inputs.
+        positions: where McGrath's ablation applies: the last position (McGrath et al.) or every position.
         batch_size: sequences per forward pass.
         seed: seed of the random-token stimulus.
     """
@@ -338,7 +117,8 @@ class HydraProbe(Probe):
 
     def __init__(self, ks: Sequence[int] = (1, 2), final_norm: bool = False, n_heldout: int = 100,
                  n_random: int = 10, random_len: int = 2048, mcgrath: bool = True,
-                 ablation: Literal["zero", "mean"] = "zero", batch_size: int = 16, seed: int = 0) -> None:
+                 ablation: Literal["zero", "mean"] = "zero", positions: Positions = "last", batch_size: int = 16,
+                 seed: int = 0) -> None:
         if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ProbeError(f"HydraProbe.ks: must be a non-empty list of integers >= 1, got {ks!r}")
         for field, value, low in (("n_heldout", n_heldout, 1), ("n_random", n_random, 1),
@@ -347,9 +127,11 @@ class HydraProbe(Probe):
                 raise ProbeError(f"HydraProbe.{field}: must be an integer >= {low}, got {value!r}")
         if ablation not in ("zero", "mean"):
             raise ProbeError(f"HydraProbe.ablation: must be 'zero' or 'mean', got {ablation!r}")
+        if positions not in ("last", "all"):
+            raise ProbeError(f"HydraProbe.positions: must be 'last' or 'all', got {positions!r}")
         self.ks, self.final_norm, self.mcgrath, self.ablation = tuple(sorted(set(ks))), final_norm, mcgrath, ablation
         self.n_heldout, self.n_random, self.random_len = n_heldout, n_random, random_len
-        self.batch_size, self.seed = batch_size, seed
+        self.positions, self.batch_size, self.seed = positions, batch_size, seed
 
     def validate(self, adapter: ModelAdapter) -> None:
         """Every k must leave at least one layer l ≥ k.
@@ -388,13 +170,19 @@ class HydraProbe(Probe):
         """
         self.validate(ModelAdapter.from_model(model))
         x = self.inputs(model, heldout)
-        deltas = hydra_paper(model, x, self.ks, self.final_norm, self.batch_size)
+        mcgrath = None
+        if self.mcgrath:  # held-out: predict the window's last token; random: the clean argmax
+            inp, y = (x[:, :-1], x[:, -1]) if heldout is not None else (x, None)
+            # the clean prefix of the last-position ablations also yields the paper's clean read-outs at x's end
+            follow = x[:, -1] if heldout is not None and self.positions == "last" else None
+            mcgrath = hydra_mcgrath(model, inp, y, self.ablation, self.batch_size, self.positions, follow)
+        clean = None if mcgrath is None else mcgrath.pop("layers", None)
+        deltas = hydra_paper(model, x, self.ks, self.final_norm, self.batch_size, clean)
         out: dict[str, Any] = {"paper": {f"k{k}": {str(l): d for l, d in enumerate(deltas[k]) if l >= k}
                                          for k in self.ks}}
         out["paper"]["final_norm"] = self.final_norm
-        if self.mcgrath:  # held-out: predict the window's last token; random: the clean argmax
-            inp, y = (x[:, :-1], x[:, -1]) if heldout is not None else (x, None)
-            out["mcgrath"] = hydra_mcgrath(model, inp, y, self.ablation, self.batch_size)
+        if mcgrath is not None:
+            out["mcgrath"] = mcgrath
         return out
 
     def scalars(self, result: dict) -> dict[str, float]:

@@ -79,16 +79,16 @@ def _frozen_read(ad: ModelAdapter, head: nn.Module, h_final: Tensor, c: Tensor, 
 
 
 def ref_hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
-                      ablation: str = "zero") -> dict:
-    """McGrath direct/total/compensation/matrix, one sample and one ablated layer at a time."""
+                      ablation: str = "zero", positions: str = "last") -> dict:
+    """McGrath direct/total/compensation/matrix, one sample and one ablated layer at a time (full forwards)."""
     ad = ModelAdapter.from_model(model)
     L, head = ad.n_layers, model.get_output_embeddings()
+    where = slice(-1, None) if positions == "last" else slice(None)  # the ablated positions
     with probe_mode(model, eager=False), torch.no_grad():
         acc = {i: [] for i in range(L)}
-        for x in inputs:  # mean of each attention layer's output over all reference tokens
-            _forward(model, x, [(ad.attention(i), "forward", lambda m, a, o, i=i: acc[i].append(_first(o)[0].clone()))
-                                for i in range(L)])
-        means = [torch.cat(acc[i]).mean(0) for i in range(L)]
+        for x in inputs if ablation == "mean" else []:  # each attention layer's mean over the ablated positions
+            _forward(model, x, [(ad.attention(i), "forward",
+                                 lambda m, a, o, i=i: acc[i].append(_first(o)[0, where].clone())) for i in range(L)])
         direct, total, matrix = [0.0] * L, [0.0] * L, [[0.0] * L for _ in range(L)]
         for n, x in enumerate(inputs):
             clean = {}
@@ -97,16 +97,21 @@ def ref_hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None =
             y = int(logits[-1].argmax()) if targets is None else int(targets[n])
             for i in range(L):
                 abl = {}
-                repl = torch.zeros_like(means[i]) if ablation == "zero" else means[i]
-                kill = (ad.attention(i), "forward", lambda m, a, o, r=repl: _put(o, r.expand_as(_first(o)).clone()))
+                repl = 0.0 if ablation == "zero" else torch.cat(acc[i]).mean(0)
+
+                def kill(m, a, o, r=repl):
+                    h = _first(o).clone()
+                    h[0, where] = r
+                    return _put(o, h)
+
                 regs = [(ad.attention(j), "forward", _recorder(abl, j)) for j in range(L)]
-                logits_abl = _forward(model, x, [kill] + regs)
+                logits_abl = _forward(model, x, [(ad.attention(i), "forward", kill)] + regs)
                 total[i] += float(logits[-1, y] - logits_abl[-1, y]) / len(inputs)
                 direct[i] += _frozen_read(ad, head, clean["final"], clean[i] - abl[i], y) / len(inputs)
                 for j in range(L):
                     matrix[i][j] += _frozen_read(ad, head, clean["final"], abl[j] - clean[j], y) / len(inputs)
     return {"direct": direct, "total": total, "compensation": [d - t for d, t in zip(direct, total)],
-            "matrix": matrix, "ablation": ablation}
+            "matrix": matrix, "ablation": ablation, "positions": positions}
 
 
 def ref_fv_paper(model: nn.Module, src: Tensor, tgt: Tensor, gold: Tensor) -> list[float]:

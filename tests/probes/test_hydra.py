@@ -115,7 +115,8 @@ def _cancelling_model() -> nn.Module:
     return model
 
 
-def test_mcgrath_full_compensation_known_answer():
+@pytest.mark.parametrize("positions", ["last", "all"])
+def test_mcgrath_full_compensation_known_answer(positions):
     model = _cancelling_model()
     x = torch.randint(0, 1003, (4, 9), generator=torch.Generator().manual_seed(7))
     inputs, y = x[:, :-1], x[:, -1]
@@ -130,18 +131,21 @@ def test_mcgrath_full_compensation_known_answer():
     sigma = torch.sqrt(h_final.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
     direct0 = float((model.lm_head.weight[y] * norm.weight * captured["a0"] / sigma).sum(-1).mean())
     assert abs(direct0) > 1e-3
-    res = hydra_mcgrath(model, inputs, y, ablation="zero", batch_size=5)
+    res = hydra_mcgrath(model, inputs, y, ablation="zero", batch_size=5, positions=positions)
     assert res["total"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
     assert res["direct"] == pytest.approx([direct0, 0.0, 0.0], abs=1e-10)
     assert res["compensation"] == pytest.approx(res["direct"], abs=1e-12)
     assert res["matrix"][0] == pytest.approx([-direct0, 0.0, 0.0], abs=1e-10)
-    assert res["ablation"] == "zero"
+    assert res["ablation"] == "zero" and res["positions"] == positions
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("ablation, eager", [("zero", False), ("mean", True)])
-def test_mcgrath_matches_reference(arch, ablation, eager, monkeypatch):
-    """Batched (5 inputs in chunks of 3 x 3 layers; eager = materialised masks tiled) == the reference."""
+@pytest.mark.parametrize("positions, batch_size", [("last", 9), ("last", 3), ("all", 9)])
+def test_mcgrath_matches_reference(arch, ablation, eager, positions, batch_size, monkeypatch):
+    """Batched == the reference. 3 layers: "all" runs 3 inputs per chunk (3 ablations each; eager = materialised
+    masks tiled); "last" with 9 rows runs 2 inputs × 4 rows per step, with 3 rows one input in steps of 3 + 1
+    rows, each from its own copy of the prefix cache."""
     model = tiny_model(arch, n_layers=3)
     if eager:  # an architecture without SDPA: the probe stays eager and tiles the [B, 1, T, T] masks
         real = model.set_attn_implementation
@@ -155,15 +159,15 @@ def test_mcgrath_matches_reference(arch, ablation, eager, monkeypatch):
     x = torch.randint(0, 1003, (5, 8), generator=torch.Generator().manual_seed(1))
     targets = None if arch in ("gpt2", "olmo") else x[:, -1]  # both target modes
     with probe_mode(model, eager=eager):  # as under ProbeRunner, which holds the model in eager mode
-        got = hydra_mcgrath(model, x, targets, ablation=ablation, batch_size=9)
-    ref = ref_hydra_mcgrath(model, x, targets, ablation=ablation)
+        got = hydra_mcgrath(model, x, targets, ablation=ablation, batch_size=batch_size, positions=positions)
+    ref = ref_hydra_mcgrath(model, x, targets, ablation=ablation, positions=positions)
     for key in ("direct", "total", "compensation", "matrix"):
         assert _max_diff(got[key], ref[key]) < 1e-7, key  # eager vs sdpa attention differ by ~1e-9
 
 
 def test_frozen_readout_reproduces_clean_logit():
     """u·h_final + the norm's bias term is the clean logit (the linearisation is exact at the clean point)."""
-    from hierlatent.probes.hydra import frozen_norm_readout
+    from hierlatent.probes.intervene import frozen_norm_readout
 
     for arch in ARCHS:
         model = tiny_model(arch)
@@ -196,6 +200,12 @@ def test_probe_json_scalars_columns():
     assert res["paper"]["k1"]["2"] == pytest.approx(ref[1][2], abs=1e-9)
     mc = res["mcgrath"]
     assert len(mc["direct"]) == len(mc["total"]) == len(mc["compensation"]) == L and mc["ablation"] == "zero"
+    assert mc["positions"] == "last"  # McGrath et al.'s scope by default; ablating every position differs
+    everywhere = HydraProbe(ks=[1], n_heldout=4, batch_size=3, positions="all").run(model, heldout=heldout)["mcgrath"]
+    assert everywhere["positions"] == "all"
+    # the last layer's attention only reaches the output through the last position: both scopes agree there
+    assert everywhere["total"][L - 1] == pytest.approx(mc["total"][L - 1], abs=1e-12)
+    assert all(abs(a - b) > 1e-5 for a, b in zip(everywhere["total"][:-1], mc["total"][:-1]))
     assert len(mc["matrix"]) == L and all(len(row) == L for row in mc["matrix"])
     tags = probe.scalars(res)
     assert tags["hydra/paper_k1/layer1"] == res["paper"]["k1"]["1"] and "hydra/paper_k2/layer2" in tags
@@ -203,6 +213,21 @@ def test_probe_json_scalars_columns():
     col = probe.step_columns(res)["hydra_paper_k1"]
     assert math.isnan(col[0]) and col[1:] == [max(0.0, -res["paper"]["k1"][str(l)]) for l in (1, 2)]
     assert probe.heatmaps(res)["hydra_mcgrath_matrix"] == mc["matrix"]
+
+
+@pytest.mark.parametrize("heldout", [True, False])
+def test_paper_delta_shares_mcgraths_clean_prefix(heldout):
+    """With McGrath at the last position the paper's clean read-outs come from McGrath's clean prefix (one more
+    token for held-out windows): the same Δ as computing them alone."""
+    model = tiny_model("gpt2", n_layers=3, n_positions=16)
+    x = torch.randint(0, 1003, (5, 9), generator=torch.Generator().manual_seed(3)) if heldout else None
+    kw = dict(ks=[1, 2], n_heldout=5, n_random=3, random_len=12, batch_size=5)
+    shared = HydraProbe(mcgrath=True, **kw).run(model, heldout=x)
+    alone = HydraProbe(mcgrath=False, **kw).run(model, heldout=x)
+    assert "layers" not in shared["mcgrath"]
+    for k in ("k1", "k2"):
+        for l, v in alone["paper"][k].items():
+            assert shared["paper"][k][l] == pytest.approx(v, abs=1e-10)
 
 
 def test_probe_random_tokens_without_heldout():
@@ -217,6 +242,7 @@ def test_probe_random_tokens_without_heldout():
     (dict(ks=[]), "HydraProbe.ks"), (dict(ks=[0, 1]), "HydraProbe.ks"), (dict(ks=[1, 3]), "HydraProbe.ks"),
     (dict(n_heldout=0), "HydraProbe.n_heldout"), (dict(random_len=1), "HydraProbe.random_len"),
     (dict(ablation="resample"), "HydraProbe.ablation"), (dict(batch_size=0), "HydraProbe.batch_size"),
+    (dict(positions="first"), "HydraProbe.positions"),
 ])
 def test_bad_arguments_name_the_field(kwargs, field):
     model = tiny_model("llama", n_layers=3)
@@ -232,14 +258,14 @@ def test_bad_heldout_is_rejected_before_work():
         HydraProbe().run(model, heldout=torch.zeros(2, 2, dtype=torch.long))
 
 
-@pytest.mark.parametrize("mcgrath", [False, True])
-def test_hooks_and_mode_restored_after_a_failure(mcgrath):
+@pytest.mark.parametrize("mcgrath, positions", [(False, "last"), (True, "last"), (True, "all")])
+def test_hooks_and_mode_restored_after_a_failure(mcgrath, positions):
     """A forward that raises mid-probe leaves no probe hook behind and the model in train mode."""
     model = tiny_model("llama", n_layers=3)
     model.train()
     calls = {"n": 0}
-    # Layer 2 runs in calls 1-2 (paper, clean), 3-4 (paper, zeroed), 5 (McGrath clean), 6… (McGrath re-runs):
-    # fail inside the ablated runs, while the probe's hooks are registered.
+    # Without McGrath layer 2 runs in calls 1-2 (paper, clean) and 3-4 (paper, zeroed); with it, call 6 is a
+    # McGrath one-token step ("last") or the paper's clean pass ("all"): each fails while the probe's hooks are on.
     fail_at = 6 if mcgrath else 3
 
     def boom(module, args, output):
@@ -248,7 +274,7 @@ def test_hooks_and_mode_restored_after_a_failure(mcgrath):
             raise RuntimeError("boom")
 
     handle = model.model.layers[2].register_forward_hook(boom)
-    probe = HydraProbe(ks=[1], n_heldout=2, batch_size=1, mcgrath=mcgrath)
+    probe = HydraProbe(ks=[1], n_heldout=2, batch_size=1, mcgrath=mcgrath, positions=positions)
     heldout = torch.randint(0, 1003, (2, 6), generator=torch.Generator().manual_seed(0))
     with pytest.raises(RuntimeError, match="boom"):
         probe.run(model, heldout=heldout)
