@@ -13,11 +13,11 @@ the clean logit up to the norm/head biases)::
 All effects are means over inputs. The ablation replaces the attention output by zeros or by its mean
 over the inputs (over the ablated positions). Where it applies (``positions``):
 
-* ``"last"`` (default): the last position only. McGrath et al. analyse the final token's residual
-  stream as a causal graph (earlier positions are context) and intervene on its nodes; their resample
-  ablations take the activation from another prompt of another length, which is defined at the final
-  token. Earlier positions cannot see the last one, so their keys and values are the clean run's: the
-  prefix runs once with a KV cache and every ablation is one row of a single one-token step.
+* ``"last"`` (default): the last position only. This is our reading of McGrath et al.: every quantity
+  they measure lives in the final token's residual stream, and their resample ablation takes the layer's
+  activation from another prompt (of another length), which is only defined position by position at the
+  final token. Earlier positions cannot see the last one, so their keys and values are the clean run's:
+  the prefix runs once with a KV cache and every ablation is one row of a one-token step.
 * ``"all"``: every position, a stronger intervention that also changes what the last position's later
   layers attend to. Ablation i leaves layers < i untouched, so all ablations of a chunk of inputs share
   one staggered pass over the layers starting from the clean run's recorded layer inputs: L(L+1)/2
@@ -140,7 +140,8 @@ def _all_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor |
     """All-position ablations of a chunk of B inputs: the clean run, then one staggered pass.
 
     At decoder layer j the batch holds (j+1)·B rows (ablations 0…j, i-major), each ablation starting at
-    its own layer from the clean run's recorded input to it. Same returns as ``_last_chunk``.
+    its own layer from the clean run's recorded input to it; the caller sizes B from ``rows`` (unused
+    here, kept for one chunk signature). Same returns as ``_last_chunk`` except ``layers``.
     """
     L, B = adapter.n_layers, ids.shape[0]
     got: list[Tensor | None] = [None] * L
@@ -215,7 +216,7 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
         targets: correct next token per input ``[N]``; None = the clean run's argmax.
         ablation: replace the attention output by zeros or by its mean over the inputs' ablated positions.
         batch_size: rows per forward pass, a row being one input under one ablation (at least one input).
-        positions: ablate at the last position only (McGrath et al.) or at every position.
+        positions: ablate at the last position only (our reading of McGrath et al.) or at every position.
         follow: with ``positions="last"``, one more token per input ``[N]``: the result then also holds
             ``"layers"``, a tensor [N, L, d] of the clean decoder-layer outputs at that next position
             (without ``follow``: at the last position), so the paper's Δ can reuse this clean prefix.
