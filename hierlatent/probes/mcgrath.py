@@ -136,12 +136,12 @@ def _check_head(clean: Tensor, head: Tensor) -> None:
 
 
 def _all_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
-               repl: Tensor, rows: int) -> dict[str, Tensor]:
+               repl: Tensor) -> dict[str, Tensor]:
     """All-position ablations of a chunk of B inputs: the clean run, then one staggered pass.
 
     At decoder layer j the batch holds (j+1)·B rows (ablations 0…j, i-major), each ablation starting at
-    its own layer from the clean run's recorded input to it; the caller sizes B from ``rows`` (unused
-    here, kept for one chunk signature). Same returns as ``_last_chunk`` except ``layers``.
+    its own layer from the clean run's recorded input to it. Same returns as ``_last_chunk`` except
+    ``layers``.
     """
     L, B = adapter.n_layers, ids.shape[0]
     got: list[Tensor | None] = [None] * L
@@ -234,11 +234,16 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
     with sdpa_probe_mode(model):
         repl = (_attention_mean(model, adapter, ids, batch_size, positions) if ablation == "mean"
                 else torch.zeros(L, adapter.d_model, device=ids.device))  # [L, d]
-        chunk = _last_chunk if positions == "last" else _all_chunk
+        follow = None if follow is None else follow.to(ids.device)
+
+        def chunk(sl: slice) -> dict[str, Tensor]:
+            ys = None if y is None else y[sl]
+            if positions == "all":
+                return _all_chunk(model, adapter, ids[sl], ys, repl)
+            return _last_chunk(model, adapter, ids[sl], ys, repl, batch_size, None if follow is None else follow[sl])
+
         per = max(1, batch_size // (L + 1 if positions == "last" else L))  # inputs per chunk (L (+1) rows each)
-        extra = {} if follow is None else {"follow": follow.to(ids.device)}
-        parts = [chunk(model, adapter, ids[sl], None if y is None else y[sl], repl, batch_size,
-                       **{k: v[sl] for k, v in extra.items()}) for sl in chunks(ids.shape[0], per)]
+        parts = [chunk(sl) for sl in chunks(ids.shape[0], per)]
         r = {k: torch.cat([p[k] for p in parts], 1 if k.endswith("_abl") else 0) for k in parts[0]}
         u = frozen_norm_readout(adapter, r["final"].double(), r["y"]).double()  # [N, d]
         read_clean = torch.einsum("nd,nld->nl", u, r["attn"].double())  # [N, L]
