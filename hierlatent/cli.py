@@ -214,6 +214,29 @@ def _check_ckpt_matches(path: Path, model: LanguageModel) -> None:
             raise CheckpointError(f"--ckpt_path: {path} belongs to another model: {name} has shape {tuple(tensor.shape)}")
 
 
+#: subcommands that neither train nor need Lightning's parser: name -> module with ``main(argv) -> int``.
+#: They are dispatched before torch/Lightning-heavy imports would matter for them.
+LIGHT_SUBCOMMANDS = {
+    "plot": "hierlatent.plot.cli",
+    "sweep": "hierlatent.sweep.cli",
+    "compare": "hierlatent.compare.cli",
+}
+
+
+def _run_light(name: str, argv: list[str]) -> int:
+    """Run a lightweight subcommand's ``main(argv)`` (import errors of its own module become a ConfigError)."""
+    import importlib
+
+    module = LIGHT_SUBCOMMANDS[name]
+    try:
+        entry = importlib.import_module(module).main
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module.startswith(exc.name):
+            raise
+        raise ConfigError(f"{name}: {module} is not available in this installation") from exc
+    return entry(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``hierlatent <subcommand> ...``; user errors exit 2 with one ``error:`` line.
 
@@ -222,14 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        if args[:1] == ["plot"]:
-            try:
-                from hierlatent.plot.cli import main as plot_main
-            except ModuleNotFoundError as exc:
-                if exc.name not in ("hierlatent.plot.cli", "hierlatent.plot"):
-                    raise
-                raise ConfigError("plot: hierlatent.plot.cli is not available in this installation") from exc
-            status = plot_main(args[1:])
+        if args[:1] and args[0] in LIGHT_SUBCOMMANDS:
+            status = _run_light(args[0], args[1:])
             if status:
                 sys.exit(status)
             return
