@@ -1,0 +1,111 @@
+"""``hierlatent compare [SWEEP_DIR] --output_dir R [--runs COND=PATH ...] [--metrics GLOB ...] ...``.
+
+Reads a sweep directory (or runs named on the command line, grouped by condition), computes per-condition
+seed statistics and the pairwise tests at every shared checkpoint step, and writes the report files
+(``hierlatent.compare.report``). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from hierlatent.errors import ConfigError
+
+_LIST_FLAGS = ("--runs", "--metrics", "--pairs")
+
+
+def compare(
+    sweep_dir: Path | None = None,
+    output_dir: Path = Path("report"),
+    runs: list[str] = [],
+    metrics: list[str] = [],
+    pairs: list[str] = [],
+    paired: bool | None = None,
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided",
+    steps: Literal["all", "final"] = "all",
+) -> list[Path]:
+    """Seed statistics and Holm-corrected tests between conditions; writes report.md, report.csv, summary.csv, effects.png.
+
+    Args:
+        sweep_dir: a `hierlatent sweep` output directory (its manifest.json names the runs).
+        output_dir: directory the report files are written to.
+        runs: runs instead of (or besides) a sweep: CONDITION=PATH ... (a bare PATH is grouped by its parent's name).
+        metrics: glob patterns of the metrics to report (the family the correction covers), e.g. 'hydra.mcgrath.*' 'loss/*'; default all.
+        pairs: condition pairs to test as A:B (a − b); default every pair.
+        paired: seeds are paired by design (paired t, Wilcoxon); default: what the sweep file says.
+        alternative: two-sided, greater (a > b) or less (a < b).
+        steps: all shared checkpoint steps, or only the final one (a smaller family).
+
+    Returns:
+        The files written.
+    """
+    from hierlatent.compare.collect import parse_run_args, read_run, read_sweep, select_metrics
+    from hierlatent.compare.report import write_report
+    from hierlatent.compare.table import build_table
+
+    if sweep_dir is None and not runs:
+        raise ConfigError("compare: give a sweep directory or --runs CONDITION=PATH ...")
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output_dir: {out} exists and is not a directory")
+    data, sweep_paired, notes = read_sweep(Path(sweep_dir)) if sweep_dir is not None else ([], False, [])
+    data += [read_run(c, None, p) for c, p in parse_run_args(list(runs))]
+    groups: dict[str, list] = {}
+    for run in data:
+        groups.setdefault(run.condition, []).append(run)
+    if len(groups) < 2:
+        raise ConfigError(f"compare: need at least 2 conditions with finished runs, got {sorted(groups) or 'none'}")
+    pair_list = [_pair(p, groups) for p in pairs] or None
+    is_paired = sweep_paired if paired is None else paired
+    rows, summary, more = build_table(groups, select_metrics(data, list(metrics)), pair_list, is_paired,
+                                      alternative, steps == "final")
+    files = write_report(out, rows, summary, groups, notes + more, is_paired, alternative)
+    print(f"compare: {len(rows)} test rows over {len(groups)} conditions -> {out / 'report.md'}")
+    return files
+
+
+def _pair(text: str, groups: dict) -> tuple[str, str]:
+    a, sep, b = text.partition(":")
+    if not sep or a not in groups or b not in groups:
+        raise ConfigError(f"--pairs: expected A:B with conditions from {sorted(groups)}, got {text!r}")
+    return a, b
+
+
+def _listify(argv: list[str]) -> list[str]:
+    """``--runs a b`` -> ``--runs '[a, b]'`` (space-separated values for the list flags)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _LIST_FLAGS:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            import json
+
+            out += [argv[i], json.dumps(argv[i + 1:j])]
+            i = j
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """``hierlatent compare`` entry point (flags from the signature of ``compare``).
+
+    Args:
+        argv: the arguments after ``compare``.
+    """
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog="hierlatent compare", description=compare.__doc__.splitlines()[0],
+                            exit_on_error=False, allow_abbrev=False)
+    parser.add_argument("sweep_dir", type=Path, nargs="?", help="a `hierlatent sweep` output directory.")
+    parser.add_function_arguments(compare, skip={"sweep_dir"})
+    try:
+        cfg = parser.parse_args(_listify(list(argv)))
+    except Exception as exc:  # noqa: BLE001 — jsonargparse's ArgumentError: one line naming the flag
+        raise ConfigError(f"{str(exc).splitlines()[0]} (see hierlatent compare --help)") from None
+    kwargs = {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
+    compare(**kwargs)
+    return 0
