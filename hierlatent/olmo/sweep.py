@@ -122,9 +122,11 @@ def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRe
 
     # phase 2: probing, one checkpoint in memory at a time
     done_here = {}
-    for i, ref in enumerate(todo):
-        if i % world == rank:
-            done_here[ref.revision] = _probe_one(ref, runners, output_dir, device, cache_dir, dtype, rank, heldout)
+    mine = [ref for i, ref in enumerate(todo) if i % world == rank]
+    t0 = time.perf_counter()
+    for n, ref in enumerate(mine, 1):
+        done_here[ref.revision] = _probe_one(ref, runners, output_dir, device, cache_dir, dtype, rank, heldout)
+        _progress(rank, n, len(mine), ref.revision, time.perf_counter() - t0)
     for part in _gather(done_here, distributed):
         for rev, update in part.items():
             entries[rev].update(update)
@@ -159,6 +161,13 @@ def _hash(ref: CheckpointRef, previous: dict | None, complete: bool,
         msg = _one_line(err)
         print(f"probe-olmo: {ref.revision}: failed: {msg}", file=sys.stderr, flush=True)
         return None, msg
+
+
+def _progress(rank: int, done: int, total: int, revision: str, elapsed: float) -> None:
+    """One progress line per probed revision (readable in a terminal, a log file and CI alike)."""
+    eta = elapsed / done * (total - done)
+    print(f"probe-olmo: rank {rank}: {done}/{total} revisions ({revision}); elapsed {elapsed:.0f} s, ETA {eta:.0f} s",
+          file=sys.stderr, flush=True)
 
 
 def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path, device: torch.device,

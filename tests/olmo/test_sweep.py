@@ -35,9 +35,12 @@ def results(out: Path) -> dict[str, dict]:
     return docs
 
 
-def test_sweep_outputs(tmp_path, olmo_series):
+def test_sweep_outputs(tmp_path, olmo_series, capsys):
     out = tmp_path / "out"
     manifest = probe_olmo(make_trainer(), str(olmo_series), out)
+    progress = [line for line in capsys.readouterr().err.splitlines() if "revisions (" in line]
+    assert [line.split(": ")[2].split(" ")[0] for line in progress] == ["1/4", "2/4", "3/4", "4/4"]
+    assert progress[-1].endswith("ETA 0 s")
     docs = results(out)
     assert sorted(docs) == sorted(p.name for p in olmo_series.iterdir())
     doc = docs["step1000-tokens4B"]
