@@ -101,3 +101,20 @@ class atomic_directory:
         except OSError as err:
             shutil.rmtree(self.tmp, ignore_errors=True)
             _raise_io(self.path, err)
+
+
+def check_writable(output_dir: Path, flag: str = "--output_dir") -> None:
+    """An output directory must be a directory this process can create or write into (checked without creating it).
+
+    Args:
+        output_dir: the directory a command will write into.
+        flag: the flag named in the error.
+    """
+    from hierlatent.errors import ConfigError
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"{flag}: {output_dir} exists and is not a directory")
+    existing = next(p for p in [output_dir, *output_dir.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: cannot write into {existing} (to create {output_dir})")

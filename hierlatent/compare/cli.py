@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from hierlatent.errors import ConfigError
+from hierlatent.io import check_writable
 
 _LIST_FLAGS = ("--runs", "--metrics", "--pairs")
 
@@ -47,8 +48,7 @@ def compare(
     if sweep_dir is None and not runs:
         raise ConfigError("compare: give a sweep directory or --runs CONDITION=PATH ...")
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output_dir: {out} exists and is not a directory")
+    check_writable(out, "--output_dir")
     data, sweep_paired, notes = read_sweep(Path(sweep_dir)) if sweep_dir is not None else ([], False, [])
     data += [read_run(c, None, p) for c, p in parse_run_args(list(runs))]
     groups: dict[str, list] = {}

@@ -100,11 +100,9 @@ def _validate(formats: list[str], dpi: int, figures: list[str] | None, width: fl
 
 def _check_writable(output_dir: Path) -> None:
     """``--output_dir`` must be a directory we can create or write into (checked without creating it)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"--output_dir: {output_dir} exists and is not a directory")
-    existing = next(p for p in [output_dir, *output_dir.absolute().parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output_dir: cannot write into {existing} (to create {output_dir})")
+    from hierlatent.io import check_writable
+
+    check_writable(output_dir, "--output_dir")
 
 
 def _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):

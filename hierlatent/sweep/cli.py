@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from hierlatent.errors import ConfigError
+from hierlatent.io import check_writable
 from hierlatent.sweep.plan import FINISHED, check_reuse, plan_runs, write_manifest
 from hierlatent.sweep.spec import load_sweep, parse_seeds
 
@@ -50,11 +51,10 @@ def sweep(
     if P < 1:
         raise ConfigError(f"--parallel: must be >= 1, got {P}")
     runs = plan_runs(spec, Path(output_dir), parse_seeds(seeds, "--seeds") if seeds else None, tuple(fit_args))
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise ConfigError(f"--output_dir: {output_dir} exists and is not a directory")
     check_reuse(runs)
     if dry_run:
         return _dry_run(runs, launcher, P, Path(output_dir))
+    check_writable(Path(output_dir), "--output_dir")
     todo = [r for r in runs if r.read_status()["status"] != FINISHED]
     if len(todo) < len(runs):
         _say(f"{len(runs) - len(todo)} of {len(runs)} run(s) already finished: skipped")
@@ -77,7 +77,12 @@ def sweep(
     else:
         from hierlatent.sweep.local import LocalLauncher
 
-        LocalLauncher(P, on_change, _say).run(todo)
+        try:
+            LocalLauncher(P, on_change, _say).run(todo)
+        except KeyboardInterrupt:
+            on_change()
+            _say("interrupted: the running fits were stopped; rerun the same command to resume them")
+            return 130
     on_change()
     return _report(runs)
 
