@@ -137,11 +137,13 @@ def parse_run_args(items: list[str]) -> list[tuple[str, Path]]:
 
 
 def select_metrics(runs: list[RunData], patterns: list[str] | None) -> list[str]:
-    """Metric names present in any run, filtered by glob patterns (``--metrics``)."""
+    """Metric names present in any run, filtered by patterns (``--metrics``: ``*``/``?`` wildcards, literal brackets)."""
     names = sorted({m for r in runs for m in r.metrics})
     if patterns:
-        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        # `*` and `?` are wildcards; brackets are literal, so `compensation[2]` names layer 2
+        globs = [p.replace("[", "[[]") for p in patterns]
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        unmatched = [p for p, g in zip(patterns, globs) if not any(fnmatch.fnmatchcase(n, g) for n in names)]
         if unmatched:
             raise ConfigError(f"--metrics: no metric matches {unmatched}; metrics are e.g. {names[:8]}")
         return chosen

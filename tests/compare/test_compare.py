@@ -115,13 +115,15 @@ def test_paired_sweep_uses_paired_tests(tmp_path):
     data = {"x": [0.1, 0.5, 0.35, 0.2], "y": [0.3, 0.6, 0.6, 0.3]}
     _fake_sweep(tmp_path / "sw", data, steps=(5,), paired=True)
     run_hierlatent(["compare", str(tmp_path / "sw"), "--output_dir", str(tmp_path / "r"), "--alternative", "less",
-                    "--metrics", "induction.*"], cwd=tmp_path)
-    (r,) = _rows(tmp_path / "r" / "report.csv")
+                    "--metrics", "induction.*", "hydra.mcgrath.compensation[1]"], cwd=tmp_path)
+    rows = {r["metric"]: r for r in _rows(tmp_path / "r" / "report.csv")}
+    assert sorted(rows) == ["hydra.mcgrath.compensation[1]", "induction.standard"]  # brackets are literal
+    r, layer1 = rows["induction.standard"], rows["hydra.mcgrath.compensation[1]"]
     a, b = np.array(data["x"]) + 5, np.array(data["y"]) + 5
     assert r["primary"] == "paired_t" and r["alternative"] == "less"
     assert float(r["p_paired_t"]) == pytest.approx(stats.ttest_rel(a, b, alternative="less").pvalue)
     assert float(r["p_wilcoxon"]) == pytest.approx(stats.wilcoxon(a, b, alternative="less").pvalue)
-    assert float(r["p_holm"]) == pytest.approx(float(r["p_paired_t"]))
+    assert float(r["p_holm"]) == pytest.approx(holm([float(r["p_paired_t"]), float(layer1["p_paired_t"])])[0])
 
 
 def test_misaligned_steps_one_seed_and_missing_metrics_are_reported(tmp_path):
