@@ -18,7 +18,8 @@ with biases or LayerNorm offsets (GPT-2, GPT-NeoX) give k-dependent ablated term
 
 McGrath et al.'s direct/total effects of ablating each attention layer (``mcgrath=True``) live in
 ``hierlatent.probes.mcgrath``; the probe runs them on the same inputs (held-out windows: predict each
-window's last token from the rest; random tokens: the clean run's argmax).
+window's last token from the rest; random tokens: the clean run's argmax), and their head-by-head version
+(``headwise=True``) lives in ``hierlatent.probes.headwise``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.base import Probe
 from hierlatent.probes.intervene import (chunks, hooks, model_device, output_tensor, sdpa_probe_mode, token_logits,
                                          with_output)
+from hierlatent.probes.headwise import hydra_headwise
 from hierlatent.probes.mcgrath import Positions, hydra_mcgrath
 
 
@@ -111,6 +113,8 @@ class HydraProbe(Probe):
         positions: where McGrath's ablation applies: the last position (McGrath et al.) or every position.
         batch_size: sequences per forward pass.
         seed: seed of the random-token stimulus.
+        headwise: also run McGrath et al.'s ablations head by head (``hydra.headwise``: direct, total and
+            compensation per layer × head, same inputs, ``ablation`` and ``positions``); L·H + 1 rows per input.
     """
 
     name = "hydra"
@@ -118,7 +122,7 @@ class HydraProbe(Probe):
     def __init__(self, ks: Sequence[int] = (1, 2), final_norm: bool = False, n_heldout: int = 100,
                  n_random: int = 10, random_len: int = 2048, mcgrath: bool = True,
                  ablation: Literal["zero", "mean"] = "zero", positions: Positions = "last", batch_size: int = 16,
-                 seed: int = 0) -> None:
+                 seed: int = 0, headwise: bool = False) -> None:
         if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ProbeError(f"HydraProbe.ks: must be a non-empty list of integers >= 1, got {ks!r}")
         for field, value, low in (("n_heldout", n_heldout, 1), ("n_random", n_random, 1),
@@ -132,6 +136,9 @@ class HydraProbe(Probe):
         self.ks, self.final_norm, self.mcgrath, self.ablation = tuple(sorted(set(ks))), final_norm, mcgrath, ablation
         self.n_heldout, self.n_random, self.random_len = n_heldout, n_random, random_len
         self.positions, self.batch_size, self.seed = positions, batch_size, seed
+        if not isinstance(headwise, bool):
+            raise ProbeError(f"HydraProbe.headwise: must be true or false, got {headwise!r}")
+        self.headwise = headwise
 
     def validate(self, adapter: ModelAdapter) -> None:
         """Every k must leave at least one layer l ≥ k.
@@ -171,8 +178,9 @@ class HydraProbe(Probe):
         self.validate(ModelAdapter.from_model(model))
         x = self.inputs(model, heldout)
         mcgrath = None
-        if self.mcgrath:  # held-out: predict the window's last token; random: the clean argmax
-            inp, y = (x[:, :-1], x[:, -1]) if heldout is not None else (x, None)
+        # McGrath (layer- and headwise): held-out windows predict their last token; random tokens the clean argmax
+        inp, y = (x[:, :-1], x[:, -1]) if heldout is not None else (x, None)
+        if self.mcgrath:
             # the clean prefix of the last-position ablations also yields the paper's clean read-outs at x's end
             follow = x[:, -1] if heldout is not None and self.positions == "last" else None
             mcgrath = hydra_mcgrath(model, inp, y, self.ablation, self.batch_size, self.positions, follow)
@@ -183,10 +191,13 @@ class HydraProbe(Probe):
         out["paper"]["final_norm"] = self.final_norm
         if mcgrath is not None:
             out["mcgrath"] = mcgrath
+        if self.headwise:
+            out["headwise"] = hydra_headwise(model, inp, y, self.ablation, self.batch_size, self.positions)
         return out
 
     def scalars(self, result: dict) -> dict[str, float]:
-        """``hydra/paper_k<k>/layer<l>`` and ``hydra/mcgrath/compensation/layer<l>``.
+        """``hydra/paper_k<k>/layer<l>``, ``hydra/mcgrath/compensation/layer<l>`` and, headwise, the largest
+        head compensation of each layer ``hydra/headwise/max_compensation/layer<l>``.
 
         Args:
             result: the output of ``run``.
@@ -195,15 +206,20 @@ class HydraProbe(Probe):
                for l, v in per.items()}
         for l, v in enumerate(result.get("mcgrath", {}).get("compensation", [])):
             out[f"hydra/mcgrath/compensation/layer{l}"] = v
+        for l, per_head in enumerate(result.get("headwise", {}).get("compensation", [])):
+            out[f"hydra/headwise/max_compensation/layer{l}"] = max(per_head)
         return out
 
     def heatmaps(self, result: dict) -> dict[str, list]:
-        """McGrath's ablated-layer × reading-layer matrix.
+        """McGrath's ablated-layer × reading-layer matrix and the headwise layer × head compensation.
 
         Args:
             result: the output of ``run``.
         """
-        return {"hydra_mcgrath_matrix": result["mcgrath"]["matrix"]} if "mcgrath" in result else {}
+        maps = {"hydra_mcgrath_matrix": result["mcgrath"]["matrix"]} if "mcgrath" in result else {}
+        if "headwise" in result:
+            maps["hydra_headwise_compensation"] = result["headwise"]["compensation"]
+        return maps
 
     def step_columns(self, result: dict) -> dict[str, list]:
         """Per k, the layer column of max(0, −Δ_l^k) (NaN for l < k): Fig. 4's layer × step heatmap.
