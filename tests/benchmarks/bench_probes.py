@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # for tests.probes.reference_*
 
 from hierlatent.probes.function_vectors import FunctionVectorProbe, icl_prompts, paper_prompts  # noqa: E402
+from hierlatent.probes.headwise import hydra_headwise  # noqa: E402
 from hierlatent.probes.hydra import HydraProbe  # noqa: E402
 from tests.probes import reference_hydra_fv as ref  # noqa: E402
+from tests.probes.reference_headwise import ref_hydra_headwise  # noqa: E402
 
 
 def paper_model(dtype: torch.dtype, device: str, seed: int = 0) -> torch.nn.Module:
@@ -108,6 +110,8 @@ def hydra_fv_entries(model, heldout: torch.Tensor, args) -> list[tuple[str, Call
         ("hydra paper k=1,2 without McGrath*", ours(HydraProbe(ks=(1, 2), mcgrath=False, **kw)), reference(None)),
         ("hydra paper + McGrath, all positions*", ours(HydraProbe(ks=(1, 2), positions="all", **kw)),
          reference("all")),
+        ("hydra headwise McGrath (last)*", lambda: hydra_headwise(model, x, y, "zero", args.batch_size),
+         lambda: ref_hydra_headwise(model, x, y, "zero")),
     ] if args.extras else []
     return [
         ("hydra: paper k=1,2 + McGrath (last)", ours(hydra), reference("last"), lambda r: r),
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--extras", action="store_true",
                    help="also time options outside callbacks/paper.yaml (rows marked *, not in the suite total): "
-                        "the paper's Hydra Δ without McGrath, McGrath ablating every position")
+                        "the paper's Hydra Δ without McGrath, McGrath ablating every position, headwise McGrath")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.quick:

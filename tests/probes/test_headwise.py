@@ -156,3 +156,20 @@ def test_bad_arguments_name_the_argument(kwargs, field):
 def test_probe_headwise_flag_is_checked():
     with pytest.raises(ProbeError, match=r"HydraProbe\.headwise"):
         HydraProbe(headwise="yes")
+
+
+def test_headwise_under_the_probe_runner(tmp_path):
+    """Through ProbeRunner with a TensorBoard logger: the JSON holds hydra.headwise and the heatmap renders."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from hierlatent.callbacks.probes import ProbeRunner
+
+    model = tiny_model("llama", n_layers=2, dtype=torch.float32)
+    runner = ProbeRunner([HydraProbe(ks=[1], n_heldout=2, batch_size=4, headwise=True)])
+    runner.validate(model)
+    heldout = torch.randint(0, 1003, (2, 8), generator=torch.Generator().manual_seed(0))
+    runner.probe_model(model, step=1, json_path=tmp_path / "step-1.json", loggers=[TensorBoardLogger(tmp_path)],
+                       heldout=heldout)
+    saved = json.loads((tmp_path / "step-1.json").read_text())["hydra"]["headwise"]
+    assert len(saved["compensation"]) == 2 and all(len(row) == 2 for row in saved["compensation"])
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
