@@ -139,7 +139,11 @@ def _all_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor |
         logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]  # [B, V]
     y = logits.argmax(-1) if y is None else y
     logit = token_logits(adapter, model, final[0], y, True)
-    _check_head(logits.gather(-1, y[:, None])[:, 0], logit)
+    try:
+        _check_head(logits.gather(-1, y[:, None])[:, 0], logit)
+    except ProbeError as err:
+        raise ProbeError("HydraProbe.headwise: lm_head(final_norm(h)) does not reproduce this model's logits "
+                         "(logit scaling or soft-capping?); use positions='last' or headwise=False") from err
     rows_head = torch.arange(H, device=ids.device).repeat_interleave(B)  # [H·B]
     per_layer = []
     for i in range(L):

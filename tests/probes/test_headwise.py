@@ -173,3 +173,12 @@ def test_headwise_under_the_probe_runner(tmp_path):
     saved = json.loads((tmp_path / "step-1.json").read_text())["hydra"]["headwise"]
     assert len(saved["compensation"]) == 2 and all(len(row) == 2 for row in saved["compensation"])
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
+
+
+def test_all_positions_refuses_a_head_it_cannot_reproduce():
+    """The "all" restarts read logits as lm_head(final_norm(h)); a model whose logits differ is refused by name."""
+    model = tiny_model("llama", n_layers=2)
+    model.lm_head.register_forward_hook(lambda m, a, o: 2 * o)  # stands in for logit scaling
+    x = torch.randint(0, 1003, (2, 6), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ProbeError, match=r"HydraProbe\.headwise"):
+        hydra_headwise(model, x, positions="all")
