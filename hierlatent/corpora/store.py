@@ -2,19 +2,20 @@
 
 Layout of ``<HIERLATENT_CACHE>/corpora/<name>-<config hash>/``::
 
-    meta.json              written last: its presence marks a finished corpus
-    test/shard-00000.bin   raw little-endian token ids (dtype in meta.json), one document boundary at each start
+    meta.json                   written last: its presence marks a finished corpus (checksums of all shards)
+    test/shard-00000.bin        raw little-endian token ids (dtype in meta.json), one document boundary at each start
+    test/shard-00000.bin.json   sidecar written after the shard: its token count and CRC-32 (``integrity``)
     train/shard-00000.bin  ...
     tokenizer/             HF tokenizer (AutoTokenizer.from_pretrained)
 
 Shards are pure functions of (config, split, index), so any number of worker processes writes the same
-bytes; each worker writes its own shards atomically, so a killed run resumes by keeping finished shards.
+bytes; each worker writes its own shards atomically, so a killed run resumes by keeping finished shards
+(those whose sidecar checksum matches their bytes). Workers die with the building process (``_proc``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -28,13 +29,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from hierlatent import __version__
+from hierlatent._proc import worker_init
 from hierlatent.corpora.base import CorpusGenerator
-from hierlatent.corpora.tokenizer import save_tokenizer
+from hierlatent.corpora.integrity import (FORMAT, META, crc32_bytes, read_meta, read_sidecar, shard_problem,
+                                          write_sidecar)
 from hierlatent.errors import CorpusError
 from hierlatent.io import atomic_write_bytes, atomic_write_json, cache_root
 
-META = "meta.json"
-FORMAT = 1
+__all__ = ["FORMAT", "META", "Corpus", "build_corpus", "corpus_dir", "open_corpus", "shard_path"]
 
 
 def corpus_dir(generator: CorpusGenerator) -> Path:
@@ -43,6 +45,7 @@ def corpus_dir(generator: CorpusGenerator) -> Path:
 
 
 def shard_path(root: Path, split: str, index: int) -> Path:
+    """``root/<split>/shard-<index:05d>.bin``."""
     return root / split / f"shard-{index:05d}.bin"
 
 
@@ -73,22 +76,17 @@ class Corpus:
 
 
 def open_corpus(path: str | os.PathLike) -> Corpus:
-    """Open a finished corpus, checking meta.json and that every shard has the recorded size."""
+    """Open a finished corpus, checking meta.json and that every shard has the recorded size.
+
+    Checksums are not read here (that would read the whole corpus at every start): ``hierlatent verify``.
+    """
     path = Path(path)
-    try:
-        meta = json.loads((path / META).read_text())
-    except FileNotFoundError as exc:
-        raise CorpusError(f"{path}: not a finished corpus (no {META})") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CorpusError(f"{path / META}: unreadable ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise CorpusError(f"{path / META}: unknown corpus format {meta.get('format')!r}")
-    corpus = Corpus(path, meta)
-    for split, sizes in meta["shard_tokens"].items():
+    corpus = Corpus(path, read_meta(path))
+    for split, sizes in corpus.meta["shard_tokens"].items():
         for shard, n_tokens in zip(corpus.shard_paths(split), sizes):
-            size = shard.stat().st_size if shard.exists() else -1
-            if size != n_tokens * corpus.dtype.itemsize:
-                raise CorpusError(f"{shard}: corpus is damaged (expected {n_tokens} tokens)")
+            problem = shard_problem(shard, n_tokens, corpus.dtype.itemsize, None)
+            if problem is not None:
+                raise CorpusError(f"{shard}: corpus is damaged ({problem}); run hierlatent verify {path}")
     return corpus
 
 
@@ -113,13 +111,17 @@ def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = 
     start = time.perf_counter()
     with _progress_bar(expected, progress, generator.cache_name()) as bar:
         for split in generator.split_order:
-            todo = [i for i in range(counts[split]) if not shard_path(root, split, i).exists()]
-            bar.update(_existing_tokens(root, split, counts[split], dtype))
+            kept = _finished_shards(root, split, counts[split], dtype)
+            todo = [i for i in range(counts[split]) if i not in kept]
+            bar.update(sum(n for n, _ in kept.values()))
             _run_shards(generator, root, split, todo, dtype, workers, bar)
     _CONTEXTS.clear()  # e.g. the PCFG test-sentence table: not needed once the corpus is written
     seconds = time.perf_counter() - start
-    shard_tokens = {s: _shard_tokens(root, s, counts[s], dtype) for s in generator.split_order}
+    records = {s: _shard_records(root, s, counts[s]) for s in generator.split_order}
+    shard_tokens = {s: [n for n, _ in v] for s, v in records.items()}
     n_tokens = {s: sum(v) for s, v in shard_tokens.items()}
+    from hierlatent.corpora.tokenizer import save_tokenizer  # transformers: not needed to open or verify
+
     save_tokenizer(vocab, root / "tokenizer")
     total = sum(n_tokens.values())
     meta = {
@@ -127,7 +129,7 @@ def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = 
         "init_args": generator.hparams(), "seed": generator.seed, "hierlatent_version": __version__,
         "dtype": {"<u2": "uint16", "<u4": "uint32"}[dtype.str], "vocab_size": vocab.size,
         "special_tokens": dict(vocab.special), "n_tokens": n_tokens, "n_shards": counts,
-        "shard_tokens": shard_tokens,
+        "shard_tokens": shard_tokens, "shard_crc32": {s: [c for _, c in v] for s, v in records.items()},
         "reference_losses": generator.reference_losses(),
         "generation": {"seconds": round(seconds, 3), "tokens_per_second": total / max(seconds, 1e-9),
                        "workers": workers, "tokens": total},
@@ -141,13 +143,16 @@ _CONTEXTS: dict[tuple[str, str], Any] = {}  # per-process cache of prepare_conte
 
 
 def _generate_one(generator: CorpusGenerator, root: Path, split: str, index: int, dtype: str) -> int:
-    """Generate and atomically write one shard (runs in a worker process); returns its token count."""
+    """Generate and atomically write one shard, then its sidecar (runs in a worker process); returns its token count."""
     key = (generator.cache_name(), split)
     if key not in _CONTEXTS:
         _CONTEXTS.clear()  # one corpus/split at a time: keeps worker memory bounded
         _CONTEXTS[key] = generator.prepare_context(root, split)
     tokens = np.ascontiguousarray(generator.generate_shard(split, index, _CONTEXTS[key]), dtype=dtype)
-    atomic_write_bytes(shard_path(root, split, index), memoryview(tokens).cast("B"))
+    data = memoryview(tokens).cast("B")
+    path = shard_path(root, split, index)
+    atomic_write_bytes(path, data)
+    write_sidecar(path, tokens.size, crc32_bytes(data))
     return int(tokens.size)
 
 
@@ -159,7 +164,10 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
             bar.update(_generate_one(generator, root, split, i, dtype.str))
         return
     ctx = multiprocessing.get_context("spawn")  # numba and torch state are not fork-safe
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool, _workers_skip_cli_main():
+    # workers die with this process (a killed build leaves no orphans writing shards); see hierlatent._proc
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=worker_init,
+                               initargs=(os.getpid(),))
+    with pool, _workers_skip_cli_main():
         # the workers start on submit, inside the context manager
         pending = {pool.submit(_generate_one, generator, root, split, i, dtype.str) for i in todo}
         while pending:
@@ -206,6 +214,33 @@ def _shard_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> lis
 
 def _existing_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> int:
     return sum(_shard_tokens(root, split, n_shards, dtype))
+
+
+def _finished_shards(root: Path, split: str, n_shards: int, dtype: np.dtype) -> dict[int, tuple[int, str]]:
+    """Shards of an interrupted build that can be kept: ``{index: (tokens, crc32)}``.
+
+    A shard is kept only when its sidecar is sound and its size and CRC-32 match it; a shard without one
+    (killed between the two writes, or written by a hierlatent that recorded no checksums), truncated or
+    altered is generated again.
+    """
+    kept = {}
+    for i in range(n_shards):
+        path = shard_path(root, split, i)
+        record = read_sidecar(path) if path.exists() else None
+        if record is not None and shard_problem(path, record[0], dtype.itemsize, record[1]) is None:
+            kept[i] = record
+    return kept
+
+
+def _shard_records(root: Path, split: str, n_shards: int) -> list[tuple[int, str]]:
+    """``(tokens, crc32)`` of every shard of a split once all are written (from their sidecars)."""
+    records = []
+    for i in range(n_shards):
+        record = read_sidecar(shard_path(root, split, i))
+        if record is None:
+            raise CorpusError(f"{shard_path(root, split, i)}.json: shard record missing or malformed after generation")
+        records.append(record)
+    return records
 
 
 # -- checks before any long work ---------------------------------------------------------------------

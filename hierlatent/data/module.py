@@ -27,6 +27,8 @@ with another world size works when ``W·B`` divides the saved position.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -35,9 +37,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hierlatent._proc import worker_init
 from hierlatent.corpora.base import CorpusGenerator, check_int
 from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
-from hierlatent.data.windows import RawWindows, TokenWindows, _identity, sample_windows
+from hierlatent.data.windows import RawWindows, TokenWindows, _identity, first_windows, sample_windows
 from hierlatent.errors import ConfigError
 
 SAMPLINGS = ("contiguous", "random")
@@ -242,17 +245,20 @@ class CorpusDataModule(pl.LightningDataModule):
         return cls(
             windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            worker_init_fn=functools.partial(_init_loader_worker, os.getpid()) if self.num_workers else None,
         )
 
-    def heldout_windows(self, n: int, seed: int) -> torch.Tensor:
-        """``n`` windows of the test split at seeded random offsets (identical on every rank): LongTensor[n, T].
+    def heldout_windows(self, n: int, seed: int, offsets: Literal["random", "first"] = "random") -> torch.Tensor:
+        """``n`` windows of the test split (identical on every rank): LongTensor[n, T].
 
         Args:
             n: number of windows.
-            seed: seed of the offsets.
+            seed: seed of the offsets ("random" only).
+            offsets: "random" = seeded random offsets; "first" = the first n consecutive windows (research code).
         """
         self._require_setup()
-        return sample_windows(self.test_windows, check_int("n", n, minimum=1), seed)
+        n = check_int("n", n, minimum=1)
+        return first_windows(self.test_windows, n) if offsets == "first" else sample_windows(self.test_windows, n, seed)
 
     # -- resume ----------------------------------------------------------------------------------------
     def teardown(self, stage: str | None = None) -> None:
@@ -312,3 +318,13 @@ class CorpusDataModule(pl.LightningDataModule):
     def _require_setup(self) -> None:
         if self.train_windows is None:
             raise RuntimeError("CorpusDataModule: call prepare_data() and setup() first")
+
+
+def _init_loader_worker(parent_pid: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: die with the training process (a ``kill -9`` of it leaves no worker behind,
+    even one blocked in a read), then seed as Lightning would have (it adds its own only when none is set)."""
+    worker_init(parent_pid)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id)
