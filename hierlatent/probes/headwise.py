@@ -124,7 +124,8 @@ def _last_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor 
             "y": y}
 
 
-def _all_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None, repl: Tensor) -> dict[str, Tensor]:
+def _all_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
+               repl: Tensor) -> dict[str, Tensor]:
     """All-position head ablations of B inputs: the clean run, then per layer l one pass over layers l … L−1
     of H·B rows (head-major) from the clean input to layer l. Same returns as ``_last_chunk``."""
     L, H, B = adapter.n_layers, adapter.n_heads, ids.shape[0]
