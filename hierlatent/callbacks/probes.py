@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -105,7 +105,9 @@ class ProbeRunner(Callback):
         on_train_end: Run at the end of training.
         on_train_start: Run once before the first step (the untrained model).
         n_heldout: Number of held-out windows fetched from ``trainer.datamodule.heldout_windows``.
-        heldout_seed: Seed of the held-out window selection.
+        heldout_seed: Seed of the held-out window selection (``heldout_offsets: random``).
+        heldout_offsets: "random" = windows at seeded random offsets of the test split; "first" = its first
+            ``n_heldout`` consecutive context-length chunks, as the research code (docs/research.md#stimuli).
         log_images: Log layer x head and layer x step heatmaps when the logger is TensorBoard.
         write_json: Write ``<log_dir>/probes/step-<N>.json`` on rank 0.
     """
@@ -119,6 +121,7 @@ class ProbeRunner(Callback):
         on_train_start: bool = False,
         n_heldout: int = 100,
         heldout_seed: int = 0,
+        heldout_offsets: Literal["random", "first"] = "random",
         log_images: bool = True,
         write_json: bool = True,
     ) -> None:
@@ -138,6 +141,9 @@ class ProbeRunner(Callback):
         self.run_on_train_start = on_train_start
         self.n_heldout = n_heldout
         self.heldout_seed = heldout_seed
+        if heldout_offsets not in ("random", "first"):
+            raise ProbeError(f"ProbeRunner.heldout_offsets: must be 'random' or 'first', got {heldout_offsets!r}")
+        self.heldout_offsets = heldout_offsets
         self.log_images = log_images
         self.write_json = write_json
         self.columns: dict[str, dict[int, list[float]]] = {}  # growing heatmaps: name -> step -> column
@@ -170,7 +176,7 @@ class ProbeRunner(Callback):
         if self._heldout is None and self.n_heldout > 0:
             fetch = getattr(trainer.datamodule, "heldout_windows", None)
             if fetch is not None:
-                self._heldout = torch.as_tensor(fetch(self.n_heldout, self.heldout_seed))
+                self._heldout = torch.as_tensor(fetch(self.n_heldout, self.heldout_seed, offsets=self.heldout_offsets))
         return self._heldout
 
     # ----------------------------------------------------------------------------- schedule

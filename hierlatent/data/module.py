@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from hierlatent._proc import worker_init
 from hierlatent.corpora.base import CorpusGenerator, check_int
 from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
-from hierlatent.data.windows import RawWindows, TokenWindows, _identity, sample_windows
+from hierlatent.data.windows import RawWindows, TokenWindows, _identity, first_windows, sample_windows
 from hierlatent.errors import ConfigError
 
 SAMPLINGS = ("contiguous", "random")
@@ -248,15 +248,17 @@ class CorpusDataModule(pl.LightningDataModule):
             worker_init_fn=functools.partial(_init_loader_worker, os.getpid()) if self.num_workers else None,
         )
 
-    def heldout_windows(self, n: int, seed: int) -> torch.Tensor:
-        """``n`` windows of the test split at seeded random offsets (identical on every rank): LongTensor[n, T].
+    def heldout_windows(self, n: int, seed: int, offsets: Literal["random", "first"] = "random") -> torch.Tensor:
+        """``n`` windows of the test split (identical on every rank): LongTensor[n, T].
 
         Args:
             n: number of windows.
-            seed: seed of the offsets.
+            seed: seed of the offsets ("random" only).
+            offsets: "random" = seeded random offsets; "first" = the first n consecutive windows (research code).
         """
         self._require_setup()
-        return sample_windows(self.test_windows, check_int("n", n, minimum=1), seed)
+        n = check_int("n", n, minimum=1)
+        return first_windows(self.test_windows, n) if offsets == "first" else sample_windows(self.test_windows, n, seed)
 
     # -- resume ----------------------------------------------------------------------------------------
     def teardown(self, stage: str | None = None) -> None:

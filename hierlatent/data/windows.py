@@ -156,3 +156,20 @@ def sample_windows(windows: TokenWindows, n: int, seed: int) -> torch.Tensor:
     high = windows.n_tokens - windows.context_window + 1
     offsets = torch.randint(0, high, (n,), generator=generator).numpy()
     return torch.from_numpy(windows.read(offsets).astype(np.int64))
+
+
+def first_windows(windows: TokenWindows, n: int) -> torch.Tensor:
+    """The first ``n`` consecutive windows of the split, offsets 0, T, 2T, …: LongTensor[min(n, len), T].
+
+    The research code's held-out Hydra windows: it reads the test split as a stream and keeps its first
+    ``n`` context-length chunks (docs/research.md#stimuli). Fewer when the split holds fewer whole windows.
+
+    Args:
+        windows: the split to read.
+        n: number of windows.
+    """
+    count = min(int(n), len(windows))
+    if count < 1:
+        raise ValueError(f"the split holds {windows.n_tokens} tokens: not one window of {windows.context_window}")
+    offsets = np.arange(count, dtype=np.int64) * windows.context_window
+    return torch.from_numpy(windows.read(offsets).astype(np.int64))

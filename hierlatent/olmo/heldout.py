@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from hierlatent.corpora.store import open_corpus
-from hierlatent.data.windows import TokenWindows, sample_windows
+from hierlatent.data.windows import TokenWindows, first_windows, sample_windows
 from hierlatent.errors import ConfigError
 
 
@@ -66,13 +67,16 @@ def _test_windows(corpus: str, length: int) -> TokenWindows:
     return TokenWindows.from_corpus(opened, "test", min(length, opened.n_tokens("test")))
 
 
-def heldout_windows(source: Path, n: int, seed: int, max_positions: int | None) -> torch.Tensor:
-    """``n`` seeded test-split windows of the model's context length (capped by the split): LongTensor[n, T].
+def heldout_windows(source: Path, n: int, seed: int, max_positions: int | None,
+                    offsets: Literal["random", "first"] = "random") -> torch.Tensor:
+    """``n`` test-split windows of the model's context length (capped by the split): LongTensor[n, T].
 
     Args:
         source: corpus directory.
         n: number of windows.
-        seed: seed of the offsets.
+        seed: seed of the offsets ("random" only).
         max_positions: the model's context length (None: 512).
+        offsets: "random" = seeded random offsets; "first" = the first n consecutive windows (research code).
     """
-    return sample_windows(_test_windows(str(source), int(max_positions or 512)), n, seed)
+    windows = _test_windows(str(source), int(max_positions or 512))
+    return first_windows(windows, n) if offsets == "first" else sample_windows(windows, n, seed)

@@ -190,7 +190,8 @@ def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path,
             windows = None
             if source is not None and runner.n_heldout > 0:
                 windows = heldout_windows(source, runner.n_heldout, runner.heldout_seed,
-                                          getattr(module.model.config, "max_position_embeddings", None))
+                                          getattr(module.model.config, "max_position_embeddings", None),
+                                          runner.heldout_offsets)
             part = runner.probe_model(module.model, step=ref.step or 0, tokens=ref.tokens, heldout=windows)
             seconds = {**doc.get("probe_seconds", {}), **part.pop("probe_seconds", {})}
             doc.update(part)

@@ -38,6 +38,7 @@ from hierlatent.probes.intervene import (chunks, hooks, model_device, output_ten
                                          with_output)
 from hierlatent.probes.headwise import hydra_headwise
 from hierlatent.probes.mcgrath import Positions, hydra_mcgrath
+from hierlatent.probes.stimuli import RandomIds, VocabSource, random_id_range, random_tokens, vocab_bound
 
 
 # -- paper-faithful Δ ---------------------------------------------------------------------------------
@@ -115,6 +116,10 @@ class HydraProbe(Probe):
         seed: seed of the random-token stimulus.
         headwise: also run McGrath et al.'s ablations head by head (``hydra.headwise``: direct, total and
             compensation per layer × head, same inputs, ``ablation`` and ``positions``); L·H + 1 rows per input.
+        random_ids: ids of the random-token stimulus: "full" = [0, V), "research" = [100, V − 100) as the
+            research code's OLMo evaluator draws them (docs/research.md#stimuli).
+        vocab: V of the random-token stimulus: "model" = the lm_head rows, "tokenizer" = the vocabulary of the
+            tokenizer saved beside the checkpoint, as the research code (differs when an embedding is padded).
     """
 
     name = "hydra"
@@ -122,7 +127,8 @@ class HydraProbe(Probe):
     def __init__(self, ks: Sequence[int] = (1, 2), final_norm: bool = False, n_heldout: int = 100,
                  n_random: int = 10, random_len: int = 2048, mcgrath: bool = True,
                  ablation: Literal["zero", "mean"] = "zero", positions: Positions = "last", batch_size: int = 16,
-                 seed: int = 0, headwise: bool = False) -> None:
+                 seed: int = 0, headwise: bool = False, random_ids: RandomIds = "full",
+                 vocab: VocabSource = "model") -> None:
         if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ProbeError(f"HydraProbe.ks: must be a non-empty list of integers >= 1, got {ks!r}")
         for field, value, low in (("n_heldout", n_heldout, 1), ("n_random", n_random, 1),
@@ -139,6 +145,10 @@ class HydraProbe(Probe):
         if not isinstance(headwise, bool):
             raise ProbeError(f"HydraProbe.headwise: must be true or false, got {headwise!r}")
         self.headwise = headwise
+        if random_ids not in ("full", "research") or vocab not in ("tokenizer", "model"):
+            raise ProbeError(f"HydraProbe.random_ids/vocab: must be 'full'/'research' and 'tokenizer'/'model', "
+                             f"got {random_ids!r} and {vocab!r}")
+        self.random_ids, self.vocab = random_ids, vocab
 
     def validate(self, adapter: ModelAdapter) -> None:
         """Every k must leave at least one layer l ≥ k.
@@ -161,7 +171,8 @@ class HydraProbe(Probe):
         context = adapter.max_positions or self.random_len
         if heldout is None:
             shape = (self.n_random, min(self.random_len, context))
-            return torch.randint(0, adapter.vocab_size, shape, generator=self.generator())
+            bound = vocab_bound(model, adapter.vocab_size, self.vocab)
+            return random_tokens(shape, random_id_range(bound, self.random_ids, "HydraProbe.random_ids"), self.generator())
         if heldout.ndim != 2 or heldout.shape[1] < 3:
             raise ProbeError(f"HydraProbe: heldout windows must be [n, T >= 3], got shape {tuple(heldout.shape)}")
         if heldout.numel() and (int(heldout.min()) < 0 or int(heldout.max()) >= adapter.vocab_size):

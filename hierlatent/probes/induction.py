@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter, attention_patterns
 from hierlatent.probes.base import Probe
+from hierlatent.probes.stimuli import VocabSource, vocab_bound
 
 
 def repeated_random_tokens(n: int = 64, n_samples: int = 20, low: int = 100, high: int = 900,
@@ -121,13 +122,16 @@ class InductionProbe(Probe):
         token_high: stimulus ids are < token_high; None = vocabulary size − 100.
         batch_size: sequences per forward (None = all samples in one forward).
         seed: seed of the stimulus generator.
+        vocab: the vocabulary size V behind ``token_high=None`` (V − 100): "model" = the lm_head rows,
+            "tokenizer" = the tokenizer saved beside the checkpoint, as the research code (docs/research.md#stimuli).
     """
 
     name = "induction"
 
     def __init__(self, n: int = 64, n_samples: int = 20, ks: Sequence[int] = tuple(range(1, 11)),
                  aggregate: Literal["mean_pattern", "per_sample_max"] = "mean_pattern", token_low: int = 100,
-                 token_high: int | None = None, batch_size: int | None = None, seed: int = 0) -> None:
+                 token_high: int | None = None, batch_size: int | None = None, seed: int = 0,
+                 vocab: VocabSource = "model") -> None:
         for field, value, low in (("n", n, 2), ("n_samples", n_samples, 1), ("token_low", token_low, 0),
                                   ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -143,6 +147,9 @@ class InductionProbe(Probe):
             raise ProbeError(f"InductionProbe.token_high: must exceed token_low = {token_low}, got {token_high}")
         self.n, self.n_samples, self.ks, self.aggregate = n, n_samples, ks, aggregate
         self.token_low, self.token_high, self.batch_size, self.seed = token_low, token_high, batch_size, seed
+        if vocab not in ("tokenizer", "model"):
+            raise ProbeError(f"InductionProbe.vocab: must be 'tokenizer' or 'model', got {vocab!r}")
+        self.vocab = vocab
 
     def token_range(self, vocab_size: int) -> tuple[int, int]:
         """The stimulus id range [low, high) for a vocabulary.
@@ -186,7 +193,8 @@ class InductionProbe(Probe):
         """
         adapter = ModelAdapter.from_model(model)
         self.validate(adapter)
-        patterns = attention_patterns(model, self.stimulus(adapter.vocab_size), self.batch_size)
+        vocab = vocab_bound(model, adapter.vocab_size, self.vocab)
+        patterns = attention_patterns(model, self.stimulus(vocab), self.batch_size)
         return induction_scores(patterns.double(), self.n, self.ks, self.aggregate)
 
     def scalars(self, result: dict[str, Any]) -> dict[str, float]:

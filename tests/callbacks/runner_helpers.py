@@ -48,5 +48,5 @@ class TinyData(LightningDataModule):
         gen = torch.Generator().manual_seed(1)
         return DataLoader(TensorDataset(torch.randint(0, self.vocab, (64, T), generator=gen)), batch_size=4, shuffle=True)
 
-    def heldout_windows(self, n: int, seed: int) -> torch.Tensor:
+    def heldout_windows(self, n: int, seed: int, offsets: str = "random") -> torch.Tensor:
         return torch.randint(0, self.vocab, (n, T), generator=torch.Generator().manual_seed(seed))
