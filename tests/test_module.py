@@ -39,7 +39,7 @@ def test_build_causal_lm_architectures(arch):
 
 
 def test_paper_llama_size():
-    # SPEC §2: 16 x 256 x 4 heads, MLP 1024, context 512, untied: ~17.3M parameters with the 1003 PCFG vocab
+    # docs/research.md#training: 16 x 256 x 4 heads, MLP 1024, context 512, untied: ~17.3M parameters with the 1003 PCFG vocab
     model = build_causal_lm("llama", 1003, 16, 256, 4, 1024, 512)
     n = sum(p.numel() for p in model.parameters())
     assert n == 16 * (4 * 256 * 256 + 3 * 256 * 1024 + 2 * 256) + 2 * 1003 * 256 + 256

@@ -1,11 +1,11 @@
-"""The paper's variable-order n-gram baseline corpus (SPEC §1.2) and its exact Bayes-optimal loss (SPEC §1.4).
+"""The paper's variable-order n-gram baseline corpus (docs/research.md#ngram) and its exact Bayes-optimal loss (docs/research.md#reference-loss).
 
 Vocabulary: words ``t0`` … ``t{n_words-1}`` (ids 0 … n_words−1), then ``[EOS]``, ``[UNK]``, ``[PAD]``
 (paper: 999 words, EOS 999, UNK 1000, PAD 1001, vocabulary 1002).
 
 Tables, drawn once from the seed: context c (0 … n_contexts−1) has exponent
 e_c = max(exponent_floor, Normal(exponent_mean, exponent_std)) (``np.random.default_rng([seed, 0x6E67])``)
-and a Zipf law over ranks r = 1 … n_words+1 with rank r ↦ token r−1, so the last rank is EOS. SPEC's "EOS
+and a Zipf law over ranks r = 1 … n_words+1 with rank r ↦ token r−1, so the last rank is EOS. The rule "EOS
 rejected" means a draw that lands on EOS is redrawn, i.e. the law is renormalised over the words:
 P(w | c) = (w+1)^(−e_c) / Σ_{v<n_words} (v+1)^(−e_c). Rejection sampling and this renormalised law are the same
 distribution, so we sample the renormalised law directly (one uniform per token, no redraw loop).

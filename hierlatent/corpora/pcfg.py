@@ -1,4 +1,4 @@
-"""The paper's hierarchical "PCFG documents" corpus (SPEC §1.1) and its reference losses (SPEC §1.4).
+"""The paper's hierarchical "PCFG documents" corpus (docs/research.md#pcfg) and its reference losses (docs/research.md#reference-loss).
 
 Vocabulary (defaults): subjects 0-299, verbs 300-599, objects 600-899, connectors 900-999, ``[EOS]`` 1000,
 ``[UNK]`` 1001, ``[PAD]`` 1002; the offsets follow the configured sizes in that order.

@@ -1,4 +1,4 @@
-"""Two-level toy hierarchy (SPEC §1.3), the paper's theory model, and its flat ablation.
+"""Two-level toy hierarchy (docs/research.md#toy), the paper's theory model, and its flat ablation.
 
 Each sequence draws a top state Z0 ~ Cat(π0) (K0 states, π0 uniform). Each of its ``segments`` segments
 draws Z1 | Z0 ~ Cat(π1[Z0]) (K1 states) and emits ``evidence_per_segment`` evidence tokens
@@ -9,7 +9,7 @@ Tables, drawn once from the seed (documented so results are comparable across to
 
 * π1[z0] ~ Dirichlet(concentration · b[z0]), with b[z0] = (1 − block_leak) · uniform over the *block* of z0
   (the K1/K0 sub-states ``z1`` with ``z1 * K0 // K1 == z0``) + block_leak · uniform over all K1 states.
-  So each top state prefers its own block of sub-states (SPEC: "Dirichlet concentration ~20").
+  So each top state prefers its own block of sub-states (docs/research.md#toy: "Dirichlet concentration ~20").
 * emit[z1] ~ Dirichlet(emission_concentration · 1) over the evidence tokens (sparse for small values).
 * E0[z0], E1[z1] ~ Normal(0, embedding_scale²) over the query tokens.
 
@@ -17,7 +17,7 @@ Tables, drawn once from the seed (documented so results are comparable across to
 q̄[z0] = Σ_z1 π1[z0, z1] · softmax(α·E0[z0] + (1−α)·E1[z1]), so it carries no information about the
 segment's Z1 beyond what Z0 says (its marginal given Z0 is unchanged).
 
-Reference loss (exact, SPEC §1.4): the Bayes-optimal predictor is the exact posterior predictive, computed
+Reference loss (exact, docs/research.md#reference-loss): the Bayes-optimal predictor is the exact posterior predictive, computed
 by a forward pass over (Z0, Z1) along each sequence (``bayes_losses``). ``reference_losses()`` reports
 its mean log-loss per token over the generated test split ("bayes_optimal", all tokens: ``[QUERY]`` and
 ``[EOS]`` are deterministic and cost 0) and over query tokens only ("bayes_optimal_query"), computed

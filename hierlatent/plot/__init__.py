@@ -1,4 +1,4 @@
-"""``hierlatent plot``: the paper's figures (SPEC section 5) from fit runs and probe-olmo output.
+"""``hierlatent plot``: the paper's figures (docs/research.md#figures) from fit runs and probe-olmo output.
 
 Usage::
 

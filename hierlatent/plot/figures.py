@@ -1,4 +1,4 @@
-"""The paper's figures (SPEC section 5), one function each, drawn on explicit Figure objects.
+"""The paper's figures (docs/research.md#figures), one function each, drawn on explicit Figure objects.
 
 Every function takes the panel list from `panels` (paper order N-gram | PCFG | OLMo | others; a missing
 source is a ``Panel`` without data that is drawn as a labelled empty panel) and `Options`, and returns

@@ -1,4 +1,4 @@
-"""Function-vector probes (SPEC §3): the paper's attention-output patching and Todd et al. (2024) FVs.
+"""Function-vector probes (docs/research.md#function-vectors): the paper's attention-output patching and Todd et al. (2024) FVs.
 
 Paper protocol (the authors' later code): a source prompt ``[s1 v1 o1 C s1 v1]`` (answer o1) and a
 target prompt ``[s2 v2 o2 C s2 v2]`` (answer o2). Cache every attention layer's output at the last

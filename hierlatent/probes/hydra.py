@@ -1,4 +1,4 @@
-"""Hydra-effect probes (SPEC §3): the paper-faithful layer-zeroing Δ and McGrath et al. (2023) ablations.
+"""Hydra-effect probes (docs/research.md#hydra-paper): the paper-faithful layer-zeroing Δ and McGrath et al. (2023) ablations.
 
 Paper-faithful Δ (the research code's definition, quirks included)::
 

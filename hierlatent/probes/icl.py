@@ -1,4 +1,4 @@
-"""In-context learning score (Olsson et al. 2022; SPEC §3): loss at a late token minus loss at an early token.
+"""In-context learning score (Olsson et al. 2022; docs/research.md#icl): loss at a late token minus loss at an early token.
 
 Measured on held-out corpus windows: a model that uses its context predicts late tokens better, so the
 score is negative and falls when induction heads form. Olsson et al. use the 500th vs the 50th token of

@@ -1,4 +1,4 @@
-"""Induction-family attention scores on repeated random tokens (SPEC §3): paper k-order, Olsson, duplicate, previous.
+"""Induction-family attention scores on repeated random tokens (docs/research.md#induction): paper k-order, Olsson, duplicate, previous.
 
 Stimulus: n random tokens r repeated once, x = r‖r (length 2n). Every score is the mean of one attention
 diagonal of the pattern ``A[l, h, query, key]`` (sample-mean pattern unless stated):

@@ -1,4 +1,4 @@
-"""Syntax probe (SPEC §3): does the model's next-token distribution follow the PCFG's role order?
+"""Syntax probe (docs/research.md#syntax): does the model's next-token distribution follow the PCFG's role order?
 
 For random prompts ``s v o c`` (a subject, verb, object and connector drawn uniformly from their id
 ranges), the probability mass the model puts on
@@ -7,7 +7,7 @@ ranges), the probability mass the model puts on
 - subjects after ``[s v o c]``   -> ``subject_after_svoc``,
 averaged over samples. A causal model's prediction after a prefix does not depend on later tokens, so all
 three come from ONE batched forward over the ``[S, 4]`` prompts (read at positions 0, 1 and 3). Id ranges
-default to the PCFG layout of SPEC §1.1 (subjects 0–299, verbs 300–599, objects 600–899, connectors
+default to the PCFG layout of docs/research.md#pcfg (subjects 0–299, verbs 300–599, objects 600–899, connectors
 900–999); ``prefix`` (e.g. ``[1000]``, the EOS that precedes a sentence in the corpus) is prepended.
 """
 

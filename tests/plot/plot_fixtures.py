@@ -37,7 +37,7 @@ def write_scalars(log_dir: Path, scalars: dict[str, list[tuple[int, float]]], su
 
 
 def hydra_delta(corpus: str, layer: int, step: int) -> float:
-    """Paper-faithful Hydra delta: PCFG negative (compensation), N-gram positive (none), as in SPEC 3."""
+    """Paper-faithful Hydra delta: PCFG negative (compensation), N-gram positive (none), as in docs/research.md#hydra-paper."""
     sign = -1.0 if corpus in ("PCFG", "OLMo") else 1.0
     return sign * (0.5 + layer) * (1 + math.log10(1 + step))
 

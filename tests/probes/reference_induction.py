@@ -1,7 +1,7 @@
 """Slow, obviously-correct references for the induction, ICL and syntax probes (test oracle + benchmark baseline).
 
 One sample at a time through the model, Python loops over samples, layers, heads, orders and positions,
-straight from the SPEC §3 formulas. No code shared with the batched implementations beyond the HF forward.
+straight from the docs/research.md#induction formulas. No code shared with the batched implementations beyond the HF forward.
 """
 
 from __future__ import annotations
