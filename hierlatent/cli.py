@@ -113,6 +113,7 @@ class HierlatentCLI(LightningCLI):
         # vocab_size is linked at instantiation; a placeholder lets the other fields be checked now
         validate_model_args(m.architecture, 2, m.n_layers, m.d_model, m.n_heads, m.d_mlp,
                             m.context_window, m.rope_theta)
+        _check_accelerator(self.subcommand, cfg.trainer)
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = _default_precision(cfg.trainer.get("accelerator"))
         ckpt = cfg.get("ckpt_path")
@@ -149,6 +150,31 @@ class HierlatentCLI(LightningCLI):
                     f"--trainer.logger.init_args.version: run directory {log_dir} already holds a run; resume it with"
                     " --ckpt_path last or choose another --trainer.logger.init_args.version"
                 )
+
+
+def _check_accelerator(subcommand: str, trainer: Any) -> None:
+    """``generate`` runs on one CPU whatever the config says; other subcommands asking for absent GPUs get one line.
+
+    Args:
+        subcommand: the subcommand being run.
+        trainer: its ``trainer`` config section (edited in place for ``generate``).
+    """
+    if subcommand == "generate":  # builds the corpus only: no accelerator, no process group, no mixed precision
+        for key, value in (("accelerator", "cpu"), ("devices", 1), ("num_nodes", 1), ("strategy", "auto"),
+                           ("precision", "32-true")):
+            trainer[key] = value
+        return
+    accelerator, devices = str(trainer.get("accelerator")), trainer.get("devices")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    want = len(devices) if isinstance(devices, (list, tuple)) else devices if isinstance(devices, int) and devices > 0 else 1
+    if have < want:
+        found = "no GPU is available" if have == 0 else f"only {have} GPU(s) are available"
+        raise ConfigError(
+            f"--trainer.accelerator: the config asks for {accelerator} x {devices} (--trainer.devices) but {found} on"
+            " this machine; override with --trainer.accelerator cpu --trainer.devices 1 (or fewer --trainer.devices)"
+        )
 
 
 def _default_precision(accelerator: Any) -> str:

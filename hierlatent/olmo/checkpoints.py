@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,25 @@ def parse_revision(name: str) -> tuple[int | None, int | None]:
         return None, None
     tokens = int(m.group(2)) * TOKEN_UNITS[m.group(3).upper()] if m.group(2) is not None else None
     return int(m.group(1)), tokens
+
+
+def revision_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one directory under ``--output_dir`` (``output_dir / revision``), or None.
+
+    A hub listing is not trusted: ``../../x`` or ``/etc/x`` would otherwise write outside ``--output_dir``.
+
+    Args:
+        name: the revision (branch or directory) name.
+    """
+    reasons = [why for bad, why in (
+        (name.startswith("/"), "starts with '/'"),
+        ("/" in name.lstrip("/"), "contains '/'"),
+        ("\\" in name, "contains '\\'"),
+        (".." in name, "contains '..'"),
+        (name in ("", "."), "is empty or '.'"),
+        ("\0" in name, "contains a NUL byte"),
+    ) if bad]
+    return " and ".join(reasons) if reasons else None
 
 
 def is_weight_file(name: str) -> bool:
@@ -137,6 +157,11 @@ def discover_hub(repo_id: str) -> list[CheckpointRef]:
         raise CheckpointError(f"--checkpoints: cannot list revisions of hub repo {repo_id!r}: {err}") from err
     out = []
     for branch in refs.branches:
+        problem = revision_name_problem(branch.name)
+        if problem is not None:  # skipped, not fatal: the rest of a repository's checkpoints stay usable
+            print(f"probe-olmo: skipping revision {branch.name!r} of hub repo {repo_id!r}: its name {problem}"
+                  " (not a single directory under --output_dir)", file=sys.stderr, flush=True)
+            continue
         step, tokens = parse_revision(branch.name)
         out.append(CheckpointRef(branch.name, step, tokens, f"hub:{repo_id}", None, repo_id, branch.target_commit))
     return out
@@ -220,6 +245,11 @@ def discover(checkpoints: str | list[str], revisions: str | list[str] = "all") -
             refs.extend(discover_hub(str(src)))
         else:
             raise CheckpointError(f"--checkpoints: {src} is neither a directory nor a hub repo id")
+    for ref in refs:
+        problem = revision_name_problem(ref.revision)
+        if problem is not None:
+            raise CheckpointError(f"--checkpoints: revision name {ref.revision!r} ({ref.source}) {problem}:"
+                                  " it must be a single directory name under --output_dir")
     names = [r.revision for r in refs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
