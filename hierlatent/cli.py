@@ -246,6 +246,7 @@ LIGHT_SUBCOMMANDS = {
     "plot": "hierlatent.plot.cli",
     "sweep": "hierlatent.sweep.cli",
     "compare": "hierlatent.compare.cli",
+    "verify": "hierlatent.corpora.verify",
 }
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hierlatent.errors import CheckpointError, ConfigError
+from hierlatent.revisions import STEP_RE, parse_revision
 
-STEP_RE = re.compile(r"step[-_]?(\d+)(?:-tokens(\d+)([KMBT]?))?", re.IGNORECASE)
-TOKEN_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CHUNK = 16 * 2**20  # streamed hashing: constant memory for multi-GB weight files
 
@@ -51,15 +50,6 @@ class CheckpointRef:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON / pickling across ranks)."""
         return asdict(self)
-
-
-def parse_revision(name: str) -> tuple[int | None, int | None]:
-    """``step20000-tokens84B`` -> (20000, 84e9); ``step143000`` / ``step-1200`` -> (step, None); else (None, None)."""
-    m = STEP_RE.search(name)
-    if m is None:
-        return None, None
-    tokens = int(m.group(2)) * TOKEN_UNITS[m.group(3).upper()] if m.group(2) is not None else None
-    return int(m.group(1)), tokens
 
 
 def revision_name_problem(name: str) -> str | None:
@@ -123,7 +113,7 @@ def _looks_like_checkpoint(path: Path) -> bool:
 
 
 def _local_ref(path: Path) -> CheckpointRef:
-    step, tokens = parse_revision(path.name)
+    step, tokens = parse_revision(path.name) or (None, None)
     meta = path / "hierlatent.json"  # written by HFCheckpoint next to a fit run's export
     if meta.is_file():
         try:
@@ -162,7 +152,7 @@ def discover_hub(repo_id: str) -> list[CheckpointRef]:
             print(f"probe-olmo: skipping revision {branch.name!r} of hub repo {repo_id!r}: its name {problem}"
                   " (not a single directory under --output_dir)", file=sys.stderr, flush=True)
             continue
-        step, tokens = parse_revision(branch.name)
+        step, tokens = parse_revision(branch.name) or (None, None)
         out.append(CheckpointRef(branch.name, step, tokens, f"hub:{repo_id}", None, repo_id, branch.target_commit))
     return out
 

@@ -20,12 +20,12 @@ import numpy as np
 import yaml
 
 from hierlatent.errors import ConfigError
+from hierlatent.revisions import parse_revision
 
 EVENT_GLOB = "events.out.tfevents.*"
 # Generator class name -> the corpus label the paper uses for the panel title.
 CORPUS_LABELS = {"PCFGDocuments": "PCFG", "NGramCorpus": "N-gram", "ToyHierarchy": "Toy", "GrammarCorpus": "Grammar"}
 PAPER_ORDER = ("N-gram", "PCFG", "OLMo")
-_REVISION = re.compile(r"step(\d+)(?:-tokens(\d+)([KMBT]?))?")
 
 
 @dataclass
@@ -197,15 +197,6 @@ def read_fit_probes(run: Path) -> dict[int, dict]:
             probe = load_json(f)
             out[int(probe.get("step", m[1]))] = probe
     return out
-
-
-def parse_revision(name: str) -> tuple[int, int | None] | None:
-    """``step20000-tokens84B`` -> (20000, 84e9); None when the name carries no step."""
-    m = _REVISION.fullmatch(name)
-    if not m:
-        return None
-    tokens = None if m[2] is None else int(m[2]) * {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[m[3]]
-    return int(m[1]), tokens
 
 
 def read_olmo_probes(root: Path, notes: list[str]) -> dict[int, dict]:

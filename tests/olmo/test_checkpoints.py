@@ -17,7 +17,7 @@ from hierlatent.olmo import checkpoints as ck
     "name,expected",
     [("step20000-tokens84B", (20000, 84 * 10**9)), ("step738020-tokens3095B", (738020, 3095 * 10**9)),
      ("step143000", (143000, None)), ("step-1200", (1200, None)), ("step5-tokens7M", (5, 7 * 10**6)),
-     ("step5-tokens123", (5, 123)), ("main", (None, None))],
+     ("step5-tokens123", (5, 123)), ("stage1-step9-tokens2K", (9, 2000)), ("STEP_3", (3, None)), ("main", None)],
 )
 def test_parse_revision(name, expected):
     assert ck.parse_revision(name) == expected
