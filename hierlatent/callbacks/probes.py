@@ -29,6 +29,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+from hierlatent.documents import extract_fragment, merge_fragment  # noqa: F401  (re-exported)
 from hierlatent.errors import ProbeError
 from hierlatent.io import atomic_write_json
 from hierlatent.probes.adapter import ModelAdapter, probe_mode
@@ -67,28 +68,6 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     return obj
-
-
-def merge_fragment(doc: dict, name: str, fragment: dict) -> None:
-    """Put a probe's fragment at ``doc[name]`` (dotted names nest: ``induction.icl``), merging dicts."""
-    *parents, leaf = name.split(".")
-    node = doc
-    for key in parents:
-        node = node.setdefault(key, {})
-    if isinstance(node.get(leaf), dict) and isinstance(fragment, dict):
-        node[leaf] = {**node[leaf], **fragment}
-    else:
-        node[leaf] = fragment
-
-
-def extract_fragment(doc: dict, name: str) -> Any:
-    """Inverse of ``merge_fragment``: the fragment of probe ``name`` in a probe document, or None."""
-    node: Any = doc
-    for key in name.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
 
 
 def _tag(key: str) -> str:

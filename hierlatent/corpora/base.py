@@ -28,6 +28,8 @@ import numpy as np
 from hierlatent.errors import ConfigError
 
 SPLITS = ("train", "test")
+#: the split's number in every generator's random-stream key (seed, split, …): changing it changes every corpus
+SPLIT_IDS = {"train": 1, "test": 2}
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,7 @@ import numpy as np
 from hierlatent.corpora._grammar_compile import CompiledGrammar, compile_grammar
 from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, entropy
 from hierlatent.errors import GrammarError
-
-SPLIT_IDS = {"train": 1, "test": 2}
+from hierlatent.corpora.base import SPLIT_IDS
 
 
 class GrammarCorpus(CorpusGenerator):

@@ -50,8 +50,8 @@ import numpy as np
 from hierlatent.corpora import _ngram_kernels as K
 from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, check_nonnegative, check_positive
 from hierlatent.errors import ConfigError
+from hierlatent.corpora.base import SPLIT_IDS
 
-SPLIT_IDS = {"train": 1, "test": 2}
 GUIDE_SIZE = 1024  # guide-table entries per context (a power of two, so k/GUIDE_SIZE <= u is exact)
 
 

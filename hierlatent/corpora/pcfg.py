@@ -37,8 +37,8 @@ from hierlatent.corpora.base import (CorpusGenerator, Vocabulary, check_distribu
                                      check_probability, entropy)
 from hierlatent.data.permutation import epoch_key, feistel_permutation
 from hierlatent.errors import ConfigError, CorpusError
+from hierlatent.corpora.base import SPLIT_IDS
 
-SPLIT_IDS = {"train": 1, "test": 2}
 MAX_TRIES = 100_000  # consecutive rejected draws before a training sentence is declared impossible
 MAX_BITMAP_BITS = 2**30  # 128 MB: above it the test table hashes the 3-token sentences too
 

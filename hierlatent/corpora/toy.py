@@ -31,8 +31,7 @@ import numpy as np
 
 from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, check_positive, check_probability
 from hierlatent.errors import ConfigError
-
-SPLIT_IDS = {"train": 1, "test": 2}
+from hierlatent.corpora.base import SPLIT_IDS
 
 
 class ToyHierarchy(CorpusGenerator):

@@ -17,13 +17,7 @@ def _num(x: object) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
 
-def _get(probe: dict, path: tuple[str, ...]) -> object:
-    node: object = probe
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
+_get = extract_fragment  # the value at a key path of a probe document, or None
 
 
 def vector_series(source: Source, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

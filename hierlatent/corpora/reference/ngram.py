@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from hierlatent.corpora.ngram import SPLIT_IDS, NGramCorpus
+from hierlatent.corpora.base import SPLIT_IDS
+from hierlatent.corpora.ngram import NGramCorpus
 
 MASK = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15

@@ -13,7 +13,8 @@ import itertools
 
 import numpy as np
 
-from hierlatent.corpora.pcfg import MAX_TRIES, SPLIT_IDS, PCFGDocuments
+from hierlatent.corpora.base import SPLIT_IDS
+from hierlatent.corpora.pcfg import MAX_TRIES, PCFGDocuments
 from hierlatent.data.permutation import epoch_key, feistel_permutation
 from hierlatent.errors import CorpusError
 
