@@ -112,7 +112,11 @@ class LanguageModel(L.LightningModule):
 
             dtype = _plugin_to_compute_dtype(self.trainer.precision_plugin)
             self._peak_flops = get_available_flops(self.device, dtype)
-        self._log_reference_losses()
+
+    def on_train_start(self) -> None:
+        # after the restore: a resumed run's step-0 references were logged by the run it resumes (and kept)
+        if self.trainer.global_step == 0:
+            self._log_reference_losses()
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":

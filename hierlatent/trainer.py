@@ -1,7 +1,8 @@
 """``HierlatentTrainer`` (Lightning ``Trainer`` + the ``generate`` and ``probe-olmo`` subcommands) and a resumable logger.
 
 ``ResumableTensorBoardLogger`` keeps one run directory across restarts and hides the events a killed run
-wrote after its last checkpoint (SummaryWriter ``purge_step``), so TensorBoard curves have each step once.
+wrote after its last checkpoint (SummaryWriter ``purge_step``), so TensorBoard curves have each step once;
+within a run a tag logged twice at one step (Lightning's ``epoch``) keeps its first value only.
 It also writes the HPARAMS-tab session with ``val/loss`` as its metric (without a fake scalar at step 0)
 and a custom-scalars layout grouping Loss, Throughput and Probes.
 """
@@ -52,6 +53,25 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(*args, **kwargs)
         self.hparams_metrics = tuple(hparams_metrics)
+        self._last_step: dict[str, int] = {}  # tag -> last step written, so no tag gets two values at one step
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Write ``metrics`` at ``step``, dropping tags already written at that step (the first value stays).
+
+        Lightning adds ``epoch`` to every call, so a validation step that also logs training metrics would
+        otherwise show ``epoch`` twice.
+
+        Args:
+            metrics: tag -> value.
+            step: global step (``None``: Lightning's default, not de-duplicated).
+        """
+        if step is not None:
+            metrics = {k: v for k, v in metrics.items() if self._last_step.get(k) != step}
+            self._last_step.update(dict.fromkeys(metrics, step))
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
 
     def purge_from(self, step: int) -> None:
         """Hide events of earlier runs at steps >= ``step`` (call when resuming from a checkpoint at ``step``).

@@ -6,24 +6,66 @@ and ``hierlatent.json`` ({step, tokens_seen, run config}), so ``AutoModelForCaus
 only, into a temp directory renamed into place, with no collective in between (other ranks never wait
 on it); a failing export is logged and training goes on. Exports follow the Lightning checkpoints they
 belong to: when top-k retention deletes ``step=N.ckpt``, ``hf/step-N`` goes too.
+
+Every ``.ckpt`` is written by ``AtomicCheckpointIO``: into a temp file in its own directory, fsynced, then
+renamed over the destination, so a kill leaves the old file or the new one, never a torn one, and nothing
+is staged on another filesystem. A resumed run first removes what a killed one left (``.*.tmp`` beside the
+checkpoints, ``hf/.step-N.*.tmp`` exports) and completes the export of the step it resumes from if the kill
+interrupted it. A step is written once: a re-run step overwrites ``step=N.ckpt`` (no ``-v1`` copies).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hierlatent.errors import ConfigError
-from hierlatent.io import atomic_directory, atomic_write_json
+from hierlatent.io import _umask, atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"step=(\d+)")
+#: what a killed save leaves: ``.<name>.<random>.tmp`` files (checkpoints) and directories (HF exports)
+_DEBRIS = re.compile(r"^\..+\.tmp$|^\.step-\d+\.old$")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temp file beside the destination, fsync, rename (local paths; remote ones as Lightning)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` so that a kill at any moment leaves the previous file or the new one.
+
+        Args:
+            checkpoint: the state Lightning dumped.
+            path: destination ``.ckpt`` file.
+            storage_options: unsupported (as for ``TorchCheckpointIO``).
+        """
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; checkpoints are meant to be shared
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 class HFCheckpoint(ModelCheckpoint):
@@ -70,6 +112,7 @@ class HFCheckpoint(ModelCheckpoint):
             dirpath=dirpath, filename=filename, monitor=monitor or "step", mode=mode if monitor else "max",
             save_last=save_last, save_top_k=save_top_k, save_weights_only=save_weights_only,
             every_n_train_steps=every_n_train_steps, verbose=verbose,
+            enable_version_counter=False,  # a step re-run after a kill overwrites step=N.ckpt, never step=N-v1.ckpt
             # a step schedule (fixed or a fraction resolved later) replaces the default save-every-epoch
             every_n_epochs=0 if (every_fraction is not None or every_n_train_steps) else None,
         )
@@ -77,12 +120,29 @@ class HFCheckpoint(ModelCheckpoint):
         self.export_hf = export_hf
         self._exported: set[int] = set()
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO is kept
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        hf_root = hf_dir(trainer, 0).parent  # trainer.log_dir broadcasts under DDP: every rank calls it
+        if trainer.is_global_zero:
+            for folder in (Path(self.dirpath) if self.dirpath else None, hf_root):
+                _remove_debris(folder)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         if self.every_fraction is not None:
             # resolved here, after the checkpoint restore: estimated_stepping_batches builds the train loader
             total = int(trainer.estimated_stepping_batches)
             self._every_n_train_steps = max(1, round(self.every_fraction * total))
+        if self.export_hf and trainer.global_step > 0 and self._has_step_file(trainer.global_step):
+            if not hf_dir(trainer, trainer.global_step).is_dir():
+                self._export(trainer)  # resumed from a checkpoint whose export the kill interrupted: finish it
+
+    def _has_step_file(self, step: int) -> bool:
+        """Whether ``dirpath`` holds the top-k checkpoint ``step=<step>`` (``last.ckpt`` does not count)."""
+        names = os.listdir(self.dirpath) if self.dirpath and os.path.isdir(self.dirpath) else []
+        return any(m is not None and int(m.group(1)) == step for m in map(_STEP.search, names))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the final weights are always saved, even off the schedule (all ranks run this: collectives are safe)
@@ -93,8 +153,11 @@ class HFCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        if not self.export_hf or trainer.global_step in self._exported:
-            return
+        if self.export_hf and trainer.global_step not in self._exported:
+            self._export(trainer)
+
+    def _export(self, trainer: pl.Trainer) -> None:
+        """Write ``hf/step-<global_step>`` on rank 0 (every rank calls: FSDP gathers, log_dir broadcasts)."""
         self._exported.add(trainer.global_step)
         state_dict = _full_state_dict(trainer)  # collective under FSDP: every rank calls it
         path = hf_dir(trainer, trainer.global_step)  # trainer.log_dir broadcasts under DDP: every rank calls it
@@ -111,6 +174,19 @@ class HFCheckpoint(ModelCheckpoint):
             path = hf_dir(trainer, int(match.group(1)))  # a collective under DDP: every rank computes it
             if trainer.is_global_zero:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_debris(folder: Path | None) -> None:
+    """Delete what killed saves left in ``folder``: temp checkpoint files and half-built export directories."""
+    if folder is None or not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if _DEBRIS.match(item.name):
+            log.info("removing %s, left by an interrupted save", item)
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
 
 
 def hf_dir(trainer: pl.Trainer, step: int) -> Path:
