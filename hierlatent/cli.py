@@ -19,6 +19,7 @@ from hierlatent.data import CorpusDataModule
 from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
 from hierlatent.model import validate_model_args
 from hierlatent.module import LanguageModel
+from hierlatent.resume import newest_intact, start_afresh
 from hierlatent.trainer import HierlatentTrainer
 
 #: model hyper-parameters that fix the weight shapes: a checkpoint must agree on all of them
@@ -141,11 +142,16 @@ class HierlatentCLI(LightningCLI):
         _check_corpus_fills(model, dm, world)
         ckpt = self.config[self.subcommand].get("ckpt_path")
         path = _resolve_ckpt(trainer, ckpt)
+        if ckpt == "last":  # Lightning loads the file chosen here (newest intact), or starts afresh without one
+            self.config_init[self.subcommand]["ckpt_path"] = None if path is None else str(path)
         if path is not None:
             _check_ckpt_matches(path, model)
         elif self.subcommand == "fit" and trainer.is_global_zero and trainer.logger is not None:
             log_dir = Path(trainer.logger.log_dir)
-            if any(log_dir.glob("events.out.tfevents.*")):
+            events = sorted(log_dir.glob("events.out.tfevents.*"))
+            if events and ckpt == "last":
+                start_afresh(trainer.logger, log_dir, events)
+            elif events:
                 raise ConfigError(
                     f"--trainer.logger.init_args.version: run directory {log_dir} already holds a run; resume it with"
                     " --ckpt_path last or choose another --trainer.logger.init_args.version"
@@ -207,16 +213,10 @@ def _check_corpus_fills(model: LanguageModel, dm: CorpusDataModule, world: int) 
 
 
 def _resolve_ckpt(trainer: HierlatentTrainer, ckpt: str | None) -> Path | None:
-    """The checkpoint file a subcommand will load (``last`` resolved as Lightning does), or None."""
+    """The checkpoint file a subcommand will load, or None (``last``: see ``hierlatent.resume.newest_intact``)."""
     if not ckpt or ckpt in ("best", "hpc", "registry"):
         return None
-    if ckpt == "last":
-        found = set()
-        for cb in trainer.checkpoint_callbacks:
-            found |= cb._find_last_checkpoints(trainer)
-        # no last checkpoint yet: Lightning starts from scratch (first launch of a requeued job)
-        return Path(max(found, key=lambda p: Path(p).stat().st_mtime)) if found else None
-    return Path(ckpt)
+    return newest_intact(trainer) if ckpt == "last" else Path(ckpt)
 
 
 def _check_ckpt_matches(path: Path, model: LanguageModel) -> None:
