@@ -141,8 +141,37 @@ class ProbeRunner(Callback):
                 raise ProbeError(f"ProbeRunner.probes[{i}] ({type(probe).__name__}): {err}") from err
         self._validated_model = id(model)
 
+    def bind(self, vocabulary: Any) -> None:
+        """Give every probe the corpus vocabulary; refuse a probe whose roles the corpus lacks (names it).
+
+        Args:
+            vocabulary: the corpus ``Vocabulary`` (None: no corpus, e.g. a data module without a generator).
+        """
+        for i, probe in enumerate(self.probes):
+            where = f"ProbeRunner.probes[{i}] ({type(probe).__name__}, {probe.name!r})"
+            have = set(getattr(vocabulary, "roles", {}) or {})
+            missing = [r for r in probe.required_roles() if r not in have]
+            if missing:
+                raise ProbeError(f"{where}: needs the corpus roles {missing}, which this corpus does not have "
+                                 f"(it has: {', '.join(sorted(have)) or 'no vocabulary'}); drop the probe for this corpus")
+            if vocabulary is not None:
+                try:
+                    probe.bind(vocabulary)
+                except ProbeError as err:
+                    raise ProbeError(f"{where}: {err}") from err
+
+    def bind_datamodule(self, datamodule: Any) -> None:
+        """``bind`` the vocabulary of the data module's corpus generator (None when it has none).
+
+        Args:
+            datamodule: the fit's data module (``trainer.datamodule``), or None.
+        """
+        generator = getattr(datamodule, "generator", None)
+        self.bind(generator.vocabulary() if hasattr(generator, "vocabulary") else None)
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Validate the probes at start-up, before the first step (the model may still be built later)."""
+        """Bind the corpus vocabulary and validate the probes at start-up, before the first step."""
+        self.bind_datamodule(getattr(trainer, "datamodule", None))
         if isinstance(getattr(pl_module, "model", None), torch.nn.Module):
             self.validate(pl_module.model)
 

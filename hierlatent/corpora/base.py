@@ -32,12 +32,29 @@ SPLITS = ("train", "test")
 SPLIT_IDS = {"train": 1, "test": 2}
 
 
+#: role names a generator may declare in ``Vocabulary.roles`` (docs/theory.md, "Vocabulary roles")
+ROLE_NAMES = ("subjects", "verbs", "objects", "connectors", "evidence", "query", "cue", "content", "special")
+
+
 @dataclass(frozen=True)
 class Vocabulary:
-    """Token strings indexed by id, plus the special tokens' ids (keys ``eos``, ``unk``, ``pad``)."""
+    """Token strings indexed by id, the special tokens' ids (keys ``eos``, ``unk``, ``pad``), and named roles.
+
+    ``roles`` maps a role name (``ROLE_NAMES``) to a half-open id range ``(lo, hi)``: what the probes read
+    instead of id ranges typed into configs (``content``: every non-special token; ``special``: the tail
+    ``[EOS] [UNK] [PAD]``; PCFG: subjects/verbs/objects/connectors; toy: evidence/query/cue).
+    """
 
     tokens: tuple[str, ...]
     special: dict[str, int] = field(default_factory=dict)
+    roles: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in self.roles.items():
+            if name not in ROLE_NAMES:
+                raise ConfigError(f"Vocabulary.roles: unknown role {name!r} (known: {', '.join(ROLE_NAMES)})")
+            if not 0 <= lo < hi <= len(self.tokens):
+                raise ConfigError(f"Vocabulary.roles[{name!r}]: ({lo}, {hi}) is not a range inside [0, {len(self.tokens)})")
 
     @property
     def size(self) -> int:
@@ -116,6 +133,11 @@ class CorpusGenerator(ABC):
 
     def cache_name(self) -> str:
         return f"{self.name}-{self.config_hash()}"
+
+
+def tail_roles(n_content: int, **roles: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """Roles of a vocabulary laid out as ``n_content`` content ids then ``[EOS] [UNK] [PAD]`` (plus ``roles``)."""
+    return {**roles, "content": (0, n_content), "special": (n_content, n_content + 3)}
 
 
 def entropy(p: np.ndarray) -> float:

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from hierlatent.corpora._grammar_compile import CompiledGrammar, compile_grammar
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, entropy
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, entropy, tail_roles
 from hierlatent.errors import GrammarError
 from hierlatent.corpora.base import SPLIT_IDS
 
@@ -75,7 +75,8 @@ class GrammarCorpus(CorpusGenerator):
 
     def vocabulary(self) -> Vocabulary:
         t = self.grammar.terminals
-        return Vocabulary(tuple(t) + ("[EOS]", "[UNK]", "[PAD]"), {"eos": len(t), "unk": len(t) + 1, "pad": len(t) + 2})
+        return Vocabulary(tuple(t) + ("[EOS]", "[UNK]", "[PAD]"), {"eos": len(t), "unk": len(t) + 1, "pad": len(t) + 2},
+                          tail_roles(len(t)))
 
     def _n_docs(self, split: str) -> int:
         return self.n_documents if split == "train" else self.n_test_documents

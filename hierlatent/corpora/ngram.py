@@ -48,7 +48,8 @@ import math
 import numpy as np
 
 from hierlatent.corpora import _ngram_kernels as K
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, check_nonnegative, check_positive
+from hierlatent.corpora.base import (CorpusGenerator, Vocabulary, check_int, check_nonnegative, check_positive,
+                                     tail_roles)
 from hierlatent.errors import ConfigError
 from hierlatent.corpora.base import SPLIT_IDS
 
@@ -120,7 +121,7 @@ class NGramCorpus(CorpusGenerator):
     def vocabulary(self) -> Vocabulary:
         tokens = tuple(f"t{i}" for i in range(self.n_words)) + ("[EOS]", "[UNK]", "[PAD]")
         n = self.n_words
-        return Vocabulary(tokens, {"eos": n, "unk": n + 1, "pad": n + 2})
+        return Vocabulary(tokens, {"eos": n, "unk": n + 1, "pad": n + 2}, tail_roles(n))
 
     def _n_sent(self, split: str) -> int:
         return self.n_sentences if split == "train" else self.n_test_sentences

@@ -34,7 +34,7 @@ import numpy as np
 
 from hierlatent.corpora import _pcfg_kernels as K
 from hierlatent.corpora.base import (CorpusGenerator, Vocabulary, check_distribution, check_int, check_positive,
-                                     check_probability, entropy)
+                                     check_probability, entropy, tail_roles)
 from hierlatent.data.permutation import epoch_key, feistel_permutation
 from hierlatent.errors import ConfigError, CorpusError
 from hierlatent.corpora.base import SPLIT_IDS
@@ -180,8 +180,10 @@ class PCFGDocuments(CorpusGenerator):
 
     def vocabulary(self) -> Vocabulary:
         e = self.eos_id
+        o = [int(x) for x in self.offsets]
+        roles = {name: (o[i], o[i + 1]) for i, name in enumerate(("subjects", "verbs", "objects", "connectors"))}
         return Vocabulary(tuple(f"t{i}" for i in range(e)) + ("[EOS]", "[UNK]", "[PAD]"),
-                          {"eos": e, "unk": e + 1, "pad": e + 2})
+                          {"eos": e, "unk": e + 1, "pad": e + 2}, tail_roles(e, **roles))
 
     def _n_docs(self, split: str) -> int:
         return self.n_documents if split == "train" else self.n_test_documents

@@ -115,7 +115,9 @@ class ToyHierarchy(CorpusGenerator):
         tokens = [f"e{i}" for i in range(self.n_evidence_tokens)] + [f"q{i}" for i in range(self.n_query_tokens)]
         tokens += ["[QUERY]", "[EOS]", "[UNK]", "[PAD]"]
         c = self.cue_id
-        return Vocabulary(tuple(tokens), {"query": c, "eos": c + 1, "unk": c + 2, "pad": c + 3})
+        roles = {"evidence": (0, self.n_evidence_tokens), "query": (self.query_offset, c), "cue": (c, c + 1),
+                 "content": (0, c), "special": (c + 1, c + 4)}
+        return Vocabulary(tuple(tokens), {"query": c, "eos": c + 1, "unk": c + 2, "pad": c + 3}, roles)
 
     def _n_seq(self, split: str) -> int:
         return self.n_sequences if split == "train" else self.n_test_sequences

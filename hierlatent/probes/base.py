@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from hierlatent.corpora.base import Vocabulary
+from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter
 
 
@@ -29,6 +31,20 @@ class Probe(ABC):
     #: the probe cannot run without held-out corpus windows (no random-token fallback)
     needs_heldout: ClassVar[bool] = False
     seed: int = 0
+
+    def required_roles(self) -> tuple[str, ...]:
+        """Vocabulary roles this probe cannot run without, as configured (the runner refuses it otherwise)."""
+        return ()
+
+    def bind(self, vocabulary: Vocabulary) -> None:
+        """Receive the corpus vocabulary at start-up (``ProbeRunner.setup``); default: nothing to do.
+
+        Probes that read roles (``roles: content`` in a config) store them here; explicit id ranges are
+        checked against the roles here (``ProbeError`` naming the argument).
+
+        Args:
+            vocabulary: the training corpus's vocabulary with its named roles.
+        """
 
     def validate(self, adapter: ModelAdapter) -> None:
         """Raise ``ProbeError`` naming the argument when this probe cannot run on the model.
@@ -73,3 +89,33 @@ class Probe(ABC):
     def generator(self) -> torch.Generator:
         """A fresh CPU generator seeded with ``self.seed``: the same stimuli at every call."""
         return torch.Generator().manual_seed(int(self.seed))
+
+
+def role_range(where: str, vocabulary: Vocabulary | None, role: str) -> tuple[int, int]:
+    """The id range ``[lo, hi)`` of ``role``; ProbeError naming ``where`` when it is unknown or unbound.
+
+    Args:
+        where: the probe argument that names the role, e.g. ``"InductionProbe.role"``.
+        vocabulary: the bound vocabulary (None: the probe was never bound to a corpus).
+        role: role name.
+    """
+    if vocabulary is None:
+        raise ProbeError(f"{where}: role {role!r} needs the corpus vocabulary, but the probe was not bound to a corpus "
+                         "(run it through a fit with a data module, or give explicit ids)")
+    if role not in vocabulary.roles:
+        raise ProbeError(f"{where}: the corpus has no role {role!r} (it has: {', '.join(vocabulary.roles) or 'none'})")
+    return vocabulary.roles[role]
+
+
+def check_in_role(where: str, ids: tuple[int, int], vocabulary: Vocabulary, role: str) -> None:
+    """Explicit ids ``[lo, hi)`` must lie inside ``role`` of a vocabulary that has it (ProbeError naming ``where``).
+
+    Args:
+        where: the probe argument holding the ids.
+        ids: half-open id range.
+        vocabulary: the bound vocabulary.
+        role: the role the ids must belong to.
+    """
+    lo, hi = role_range(where, vocabulary, role)
+    if not lo <= ids[0] < ids[1] <= hi:
+        raise ProbeError(f"{where}: ids [{ids[0]}, {ids[1]}) are not inside the corpus's {role!r} role [{lo}, {hi})")

@@ -33,11 +33,13 @@ from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter
-from hierlatent.probes.base import Probe
+from hierlatent.corpora.base import Vocabulary
+from hierlatent.probes.base import Probe, role_range
 from hierlatent.probes.intervene import (chunks, hooks, model_device, output_tensor, sdpa_probe_mode, token_logits,
                                          with_output)
 from hierlatent.probes.headwise import hydra_headwise
 from hierlatent.probes.mcgrath import Positions, hydra_mcgrath
+from hierlatent.probes.query_stimuli import query_crop
 from hierlatent.probes.stimuli import RandomIds, VocabSource, random_id_range, random_tokens, vocab_bound
 
 
@@ -116,6 +118,9 @@ class HydraProbe(Probe):
         seed: seed of the random-token stimulus.
         headwise: also run McGrath et al.'s ablations head by head (``hydra.headwise``: direct, total and
             compensation per layer × head, same inputs, ``ablation`` and ``positions``); L·H + 1 rows per input.
+        stimulus: "window" = held-out windows as given; "query" = each window cropped to end with the
+            corpus's ``cue`` token and the ``query`` token after it (``probes.query_stimuli``; roles from the
+            corpus vocabulary), so McGrath's ablations predict a query token and the paper Δ reads g = it.
         random_ids: ids of the random-token stimulus: "full" = [0, V), "research" = [100, V − 100) as the
             research code's OLMo evaluator draws them (docs/research.md#stimuli).
         vocab: V of the random-token stimulus: "model" = the lm_head rows, "tokenizer" = the vocabulary of the
@@ -127,8 +132,8 @@ class HydraProbe(Probe):
     def __init__(self, ks: Sequence[int] = (1, 2), final_norm: bool = False, n_heldout: int = 100,
                  n_random: int = 10, random_len: int = 2048, mcgrath: bool = True,
                  ablation: Literal["zero", "mean"] = "zero", positions: Positions = "last", batch_size: int = 16,
-                 seed: int = 0, headwise: bool = False, random_ids: RandomIds = "full",
-                 vocab: VocabSource = "model") -> None:
+                 seed: int = 0, headwise: bool = False, stimulus: Literal["window", "query"] = "window",
+                 random_ids: RandomIds = "full", vocab: VocabSource = "model") -> None:
         if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ProbeError(f"HydraProbe.ks: must be a non-empty list of integers >= 1, got {ks!r}")
         for field, value, low in (("n_heldout", n_heldout, 1), ("n_random", n_random, 1),
@@ -145,10 +150,26 @@ class HydraProbe(Probe):
         if not isinstance(headwise, bool):
             raise ProbeError(f"HydraProbe.headwise: must be true or false, got {headwise!r}")
         self.headwise = headwise
+        if stimulus not in ("window", "query"):
+            raise ProbeError(f"HydraProbe.stimulus: must be 'window' or 'query', got {stimulus!r}")
+        self.stimulus, self._roles = stimulus, None
         if random_ids not in ("full", "research") or vocab not in ("tokenizer", "model"):
             raise ProbeError(f"HydraProbe.random_ids/vocab: must be 'full'/'research' and 'tokenizer'/'model', "
                              f"got {random_ids!r} and {vocab!r}")
         self.random_ids, self.vocab = random_ids, vocab
+
+    def required_roles(self) -> tuple[str, ...]:
+        """``cue`` and ``query`` for the query-position stimulus."""
+        return ("cue", "query") if self.stimulus == "query" else ()
+
+    def bind(self, vocabulary: Vocabulary) -> None:
+        """Keep the cue and query id ranges for ``stimulus="query"``.
+
+        Args:
+            vocabulary: the corpus vocabulary.
+        """
+        if self.stimulus == "query":
+            self._roles = tuple(role_range("HydraProbe.stimulus", vocabulary, r) for r in ("cue", "query"))
 
     def validate(self, adapter: ModelAdapter) -> None:
         """Every k must leave at least one layer l ≥ k.
@@ -177,6 +198,10 @@ class HydraProbe(Probe):
             raise ProbeError(f"HydraProbe: heldout windows must be [n, T >= 3], got shape {tuple(heldout.shape)}")
         if heldout.numel() and (int(heldout.min()) < 0 or int(heldout.max()) >= adapter.vocab_size):
             raise ProbeError(f"HydraProbe: heldout token ids must lie in [0, {adapter.vocab_size})")
+        if self.stimulus == "query":
+            if self._roles is None:
+                role_range("HydraProbe.stimulus", None, "cue")  # raises: not bound to a corpus
+            return query_crop(heldout[: self.n_heldout, :context], *self._roles, where="HydraProbe")
         return heldout[: self.n_heldout, :context].long()
 
     def run(self, model: nn.Module, heldout: Tensor | None = None) -> dict:

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter, attention_patterns
-from hierlatent.probes.base import Probe
+from hierlatent.corpora.base import Vocabulary
+from hierlatent.probes.base import Probe, check_in_role, role_range
 from hierlatent.probes.stimuli import VocabSource, vocab_bound
 
 
@@ -122,6 +123,8 @@ class InductionProbe(Probe):
         token_high: stimulus ids are < token_high; None = vocabulary size − 100.
         batch_size: sequences per forward (None = all samples in one forward).
         seed: seed of the stimulus generator.
+        role: draw the stimulus ids from this corpus vocabulary role (e.g. ``content``) instead of
+            token_low/token_high; None = the explicit range, checked against the corpus's ``content`` role.
         vocab: the vocabulary size V behind ``token_high=None`` (V − 100): "model" = the lm_head rows,
             "tokenizer" = the tokenizer saved beside the checkpoint, as the research code (docs/research.md#stimuli).
     """
@@ -131,7 +134,7 @@ class InductionProbe(Probe):
     def __init__(self, n: int = 64, n_samples: int = 20, ks: Sequence[int] = tuple(range(1, 11)),
                  aggregate: Literal["mean_pattern", "per_sample_max"] = "mean_pattern", token_low: int = 100,
                  token_high: int | None = None, batch_size: int | None = None, seed: int = 0,
-                 vocab: VocabSource = "model") -> None:
+                 role: str | None = None, vocab: VocabSource = "model") -> None:
         for field, value, low in (("n", n, 2), ("n_samples", n_samples, 1), ("token_low", token_low, 0),
                                   ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -147,9 +150,25 @@ class InductionProbe(Probe):
             raise ProbeError(f"InductionProbe.token_high: must exceed token_low = {token_low}, got {token_high}")
         self.n, self.n_samples, self.ks, self.aggregate = n, n_samples, ks, aggregate
         self.token_low, self.token_high, self.batch_size, self.seed = token_low, token_high, batch_size, seed
+        self.role, self._role_range = role, None
         if vocab not in ("tokenizer", "model"):
             raise ProbeError(f"InductionProbe.vocab: must be 'tokenizer' or 'model', got {vocab!r}")
         self.vocab = vocab
+
+    def required_roles(self) -> tuple[str, ...]:
+        """The configured ``role``, if any."""
+        return () if self.role is None else (self.role,)
+
+    def bind(self, vocabulary: Vocabulary) -> None:
+        """Take the stimulus range from ``role``, or check the explicit range against the ``content`` role.
+
+        Args:
+            vocabulary: the corpus vocabulary.
+        """
+        if self.role is not None:
+            self._role_range = role_range("InductionProbe.role", vocabulary, self.role)
+        elif "content" in vocabulary.roles:
+            check_in_role("InductionProbe.token_low/token_high", self.token_range(vocabulary.size), vocabulary, "content")
 
     def token_range(self, vocab_size: int) -> tuple[int, int]:
         """The stimulus id range [low, high) for a vocabulary.
@@ -157,6 +176,8 @@ class InductionProbe(Probe):
         Args:
             vocab_size: the model's vocabulary size.
         """
+        if self.role is not None:
+            return role_range("InductionProbe.role", None, self.role) if self._role_range is None else self._role_range
         return self.token_low, vocab_size - 100 if self.token_high is None else self.token_high
 
     def validate(self, adapter: ModelAdapter) -> None:
