@@ -22,6 +22,7 @@ _LIST_FLAGS = ("--runs", "--formats", "--figures")
 
 def plot(
     runs: list[Path] = [],
+    sweep: Path | None = None,
     olmo: Path | None = None,
     olmo_loss_csv: Path | None = None,
     output_dir: Path = Path("figures"),
@@ -32,14 +33,15 @@ def plot(
     max_columns: int = 3,
     xscale: Literal["auto", "linear", "log"] = "auto",
     smooth: float = 0.0,
-    paper_panels: bool = True,
+    paper_panels: bool = False,
 ) -> list[Path]:
-    """Draw the paper's figures (loss, k-order and standard induction, Hydra, function vectors) as PNG/PDF.
-    Panels are ordered N-gram | PCFG | OLMo | others; a missing source is a labelled empty panel. List flags
-    take several values: --runs a b, --formats png pdf.
+    """Draw the paper's figures (loss, k-order and standard induction, Hydra, function vectors) as PNG/PDF,
+    each with a tidy CSV of what it plots. Panels are ordered N-gram | PCFG | OLMo | others, then the sweep's
+    conditions (seed mean and 95% band). List flags take several values: --runs a b, --formats png pdf.
 
     Args:
         runs: fit log dirs (TensorBoardLogger version_N dirs, or parents holding one or several runs).
+        sweep: sweep output dir D (D/<condition>/seed-<s>/ fit runs): one panel per condition, seed mean and 95% CI.
         olmo: probe-olmo output dir (<revision>/probes.json, manifest.json, tensorboard/).
         olmo_loss_csv: CSV with columns step,loss for the OLMo loss panel.
         output_dir: directory the figure files are written to.
@@ -50,26 +52,31 @@ def plot(
         max_columns: panels per row before wrapping to a new row.
         xscale: step axis scale; auto = log when the steps span two decades from a nonzero start (OLMo).
         smooth: TensorBoard-style EMA weight for the train loss in [0, 1); 0 = raw.
-        paper_panels: always show the N-gram, PCFG and OLMo panels (empty and labelled when not given).
+        paper_panels: also draw placeholder panels for the N-gram, PCFG and OLMo runs that were not given.
 
     Returns:
         The paths of the files written.
     """
     _validate(formats, dpi, figures, width, max_columns, smooth)
     _check_writable(Path(output_dir))
-    from hierlatent.plot.discover import load_sources
+    from hierlatent.plot.discover import load_sources, load_sweep
 
-    sources = load_sources([Path(r) for r in runs], olmo and Path(olmo), olmo_loss_csv and Path(olmo_loss_csv))
-    for s in sources:
+    if not runs and olmo is None and sweep is None:
+        raise ConfigError("--runs, --olmo and --sweep are all empty: give a fit run directory, a probe-olmo output directory or a sweep directory")
+    groups = load_sweep(Path(sweep)) if sweep is not None else []
+    sources = load_sources([Path(r) for r in runs], olmo and Path(olmo), olmo_loss_csv and Path(olmo_loss_csv)) if runs or olmo else []
+    for s in sources + [r for _, g in groups for r in g]:
         for note in s.notes:
             print(f"warning: {note}", file=sys.stderr)
         if not s.probes:
             print(f"warning: no probe results in {s.path} (expected probes/step-<N>.json or <revision>/probes.json); its probe panels are empty", file=sys.stderr)
     written = []
-    for name, fig in _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):
+    for name, fig in _draw(sources, groups, figures, width, max_columns, xscale, smooth, paper_panels):
         from hierlatent.plot.style import save_figure
+        from hierlatent.plot.tidy import write_csv
 
         written += save_figure(fig, Path(output_dir), name, formats, dpi)
+        written.append(write_csv(fig.tidy, Path(output_dir) / f"{name}.csv"))
     for path in written:
         print(path)
     return written
@@ -105,34 +112,43 @@ def _check_writable(output_dir: Path) -> None:
     check_writable(output_dir, "--output_dir")
 
 
-def _draw(sources, figures, width, max_columns, xscale, smooth, paper_panels):
-    """Yield (name, Figure) for each requested figure, under the paper style."""
+def _draw(sources, groups, figures, width, max_columns, xscale, smooth, paper_panels):
+    """Yield (name, Figure) for each requested figure, under the paper style; by default a figure that no
+    run has data for is not drawn (a warning says so)."""
     from hierlatent.plot import figures as F
     from hierlatent.plot.sources import PAPER_ORDER
     from hierlatent.plot.style import paper_style
 
     opts = F.Options(width=width, max_columns=max_columns, xscale=xscale, smooth=smooth)
     slots = PAPER_ORDER if paper_panels else ()
-    wanted = set(figures) if figures else {f for f in FIGURES if f != "fig4b_hydra_k2"}
-    if not figures and any(F.has_hydra_k(s, 2) for s in sources):
-        wanted.add("fig4b_hydra_k2")  # drawn by default only when some run measured k = 2
-    fv_sources = [s for s in sources if F.has_function_vectors(s) or s.label == "PCFG"]
-    fv_panels = F.panels(fv_sources, ("PCFG",) if paper_panels else ()) or [
-        F.Panel("function vectors", None, "no function-vector results\nin the given runs")
-    ]
+    every = sources + [r for _, g in groups for r in g]
+    has = {
+        "fig2_loss": lambda s: bool(F.loss_curves(s)),
+        "fig3_induction": lambda s: len(F.vector_series(s, ("induction", "k_order"))[0]) > 0,
+        "fig3b_standard_induction": lambda s: any(len(F.scalar_series(s, ("induction", k))[0]) for k in ("standard", "duplicate", "previous")),
+        "fig4_hydra": F.has_hydra,
+        "fig4b_hydra_k2": lambda s: F.has_hydra_k(s, 2),
+        "fig5a_function_vectors": F.has_function_vectors,
+    }
+    wanted = [f for f in FIGURES if (f in figures if figures else any(has[f](s) for s in every))]
+    for name in sorted(set(FIGURES) - set(wanted) - set(figures or [])):
+        print(f"warning: {name} not drawn: no given run has its data", file=sys.stderr)
+    fv_sources = [s for s in sources if F.has_function_vectors(s) or (paper_panels and s.label == "PCFG")]
+    fv_groups = [(t, g) for t, g in groups if any(F.has_function_vectors(r) for r in g)]
+    all_panels = F.panels(sources, slots, groups)
     makers = {
-        "fig2_loss": lambda: F.fig_loss(F.panels(sources, slots), opts),
-        "fig3_induction": lambda: F.fig_k_order(F.panels(sources, slots), opts),
-        "fig3b_standard_induction": lambda: F.fig_standard_induction(F.panels(sources, slots), opts),
-        "fig4_hydra": lambda: F.fig_hydra(F.panels(sources, slots), opts, k=1),
-        "fig4b_hydra_k2": lambda: F.fig_hydra(F.panels(sources, slots), opts, k=2),
-        "fig5a_function_vectors": lambda: F.fig_function_vectors(fv_panels, opts),
+        "fig2_loss": lambda: F.fig_loss(all_panels, opts),
+        "fig3_induction": lambda: F.fig_k_order(all_panels, opts),
+        "fig3b_standard_induction": lambda: F.fig_standard_induction(all_panels, opts),
+        "fig4_hydra": lambda: F.fig_hydra(all_panels, opts, k=1),
+        "fig4b_hydra_k2": lambda: F.fig_hydra(all_panels, opts, k=2),
+        "fig5a_function_vectors": lambda: F.fig_function_vectors(
+            F.panels(fv_sources, ("PCFG",) if paper_panels else (), fv_groups) or [F.Panel("function vectors", [], "no function-vector results\nin the given runs")], opts),
     }
     with paper_style():
-        for name in FIGURES:
-            if name in wanted:
-                fig, _ = makers[name]()
-                yield name, fig
+        for name in wanted:
+            fig, _ = makers[name]()
+            yield name, fig
 
 
 def _expand_list_flags(argv: list[str]) -> list[str]:
@@ -165,17 +181,46 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments after ``plot``; None reads ``sys.argv[1:]``.
     """
-    from jsonargparse import CLI
+    from argparse import ArgumentError
+
+    from hierlatent.cli_checks import check_config_files, parser_error_line
 
     args = _expand_list_flags(list(sys.argv[1:] if argv is None else argv))
     try:
-        CLI(plot, args=args, as_positional=False, prog="hierlatent plot")
-    except SystemExit as exc:  # --help (0) or a flag jsonargparse rejected (2, message already printed)
+        check_config_files(args)
+        parser = _parser()
+        try:
+            cfg = parser.parse_args(args)
+        except ArgumentError as exc:  # one line naming the flag, not jsonargparse's usage dump
+            options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+            raise ConfigError(parser_error_line(exc, ["plot", *args], options)) from None
+        kwargs = {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k in _PLOT_ARGS}
+        plot(**kwargs)
+    except SystemExit as exc:  # --help, --print_config (0)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except HierlatentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+_PLOT_ARGS = plot.__code__.co_varnames[: plot.__code__.co_argcount]
+_METAVARS = {"--runs": "PATH [PATH ...]", "--formats": "FORMAT [FORMAT ...]", "--figures": "NAME [NAME ...]"}
+
+
+def _parser():
+    """The jsonargparse parser of `plot` (no abbreviations, errors raised) with space-separated list metavars."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog="hierlatent plot", description=plot.__doc__.split("\n\n")[0],
+                            exit_on_error=False, allow_abbrev=False)
+    parser.add_argument("--config", action="config", help="a YAML file of these options.")
+    parser.add_function_arguments(plot, as_positional=False)
+    for action in parser._actions:
+        flags = [o for o in action.option_strings if o in _METAVARS]
+        if flags:
+            action.metavar = _METAVARS[flags[0]]
+    return parser
 
 
 if __name__ == "__main__":

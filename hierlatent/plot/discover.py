@@ -184,3 +184,40 @@ def load_sources(runs: list[Path], olmo: Path | None, olmo_loss_csv: Path | None
 
 def _has_tb(d: Path) -> bool:
     return (d / "tensorboard").is_dir() and any((d / "tensorboard").rglob(EVENT_GLOB))
+
+
+def load_sweep(root: Path) -> list[tuple[str, list[Source]]]:
+    """``--sweep D``: (condition title, seed runs) for every ``D/<condition>/seed-<s>/`` fit run.
+
+    Conditions keep the manifest's order (``D/manifest.json``), else name order; runs the manifest marks
+    ``failed`` are left out. Seeds are in numeric order.
+
+    Args:
+        root: the sweep output directory.
+    """
+    import json
+    import re
+
+    if not Path(root).is_dir():
+        raise ConfigError(f"--sweep: {root} is not a directory")
+    failed, order = set(), []
+    manifest = Path(root) / "manifest.json"
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"--sweep: cannot read {manifest}: {exc}") from exc
+        failed = {(e.get("condition"), e.get("seed")) for e in entries if e.get("status") == "failed"}
+        order = list(dict.fromkeys(e.get("condition") for e in entries))
+    conds = sorted((d for d in Path(root).iterdir() if d.is_dir()), key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
+    groups = []
+    for cond in conds:
+        seeds = sorted(((int(m[1]), d) for d in cond.iterdir() if (m := re.fullmatch(r"seed-(\d+)", d.name)) and is_fit_run(d)))
+        runs = [read_fit_run(d) for s, d in seeds if (cond.name, s) not in failed]
+        for run in runs:
+            run.title = f"{cond.name}/{run.path.name}"
+        if runs:
+            groups.append((cond.name, runs))
+    if not groups:
+        raise ConfigError(f"--sweep: no run found in {root} (expected {root}/<condition>/seed-<s>/ fit log dirs)")
+    return groups

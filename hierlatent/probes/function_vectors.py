@@ -92,6 +92,18 @@ def fv_paper(model: nn.Module, pairs: Tensor, connector: int = 950, batch_size: 
         connector: the connector token C.
         batch_size: rows per forward pass.
     """
+    return fv_paper_pairs(model, pairs, connector, batch_size).mean(1).tolist()
+
+
+def fv_paper_pairs(model: nn.Module, pairs: Tensor, connector: int = 950, batch_size: int = 64) -> Tensor:
+    """The paper's per-pair improvement ``[L, P]`` (float64): patched − clean logit(gold) of each pair.
+
+    Args:
+        model: HF causal LM.
+        pairs: ``[P, 6]`` rows ``[s1 v1 o1 s2 v2 o2]``.
+        connector: the connector token C.
+        batch_size: rows per forward pass.
+    """
     adapter = ModelAdapter.from_model(model)
     L = adapter.n_layers
     src, gold_src, tgt, gold = (t.to(model_device(model)) for t in paper_prompts(pairs, connector))
@@ -102,8 +114,7 @@ def fv_paper(model: nn.Module, pairs: Tensor, connector: int = 950, batch_size: 
         row_layer = torch.arange(L).repeat_interleave(P)  # rows (l, p), l-major (host: hooks test it)
         add = cache.transpose(0, 1).reshape(L * P, -1)  # [L, P, d] -> [L*P, d]
         _, patched = _attn_last(model, adapter, tgt.repeat(L, 1), gold.repeat(L), row_layer, add, batch_size)
-        improvement = (patched.double().view(L, P) - clean.double()[None]).mean(1)
-    return improvement.tolist()
+        return patched.double().view(L, P) - clean.double()[None]
 
 
 # -- Todd et al. 2024 ----------------------------------------------------------------------------------
@@ -322,7 +333,10 @@ class FunctionVectorProbe(Probe):
             heldout: unused (the prompts are synthetic); accepted for the runner's uniform call.
         """
         self.validate(ModelAdapter.from_model(model))
-        out: dict[str, Any] = {"improvement": fv_paper(model, self.pairs(), self.connector, self.batch_size)}
+        diffs = fv_paper_pairs(model, self.pairs(), self.connector, self.batch_size)  # [L, P]
+        out: dict[str, Any] = {"improvement": diffs.mean(1).tolist(), "n_pairs": diffs.shape[1],
+                               "improvement_stderr": (diffs.std(1) / diffs.shape[1] ** 0.5).tolist()
+                               if diffs.shape[1] > 1 else None}
         if self.todd:
             prompts = icl_prompts(self.n_icl_prompts, self.n_shots, self.subject_range, self.verb_range,
                                   self.object_range, self.connector, self.seed)

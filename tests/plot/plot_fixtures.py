@@ -18,7 +18,9 @@ CLASS_PATHS = {
     "N-gram": "hierlatent.corpora.ngram.NGramCorpus",
     "Toy": "hierlatent.corpora.toy.ToyHierarchy",
 }
-REFERENCES = {"PCFG": {"entropy_given_latent": 3.9, "role_unigram": 4.87}, "N-gram": {"exact": 1.7}, "Toy": {"exact": 0.9}}
+# the keys the corpora really log (PCFGDocuments.reference_losses, NGramCorpus / ToyHierarchy bayes_optimal*)
+REFERENCES = {"PCFG": {"latent_known": 3.9, "role_unigram": 4.87}, "N-gram": {"bayes_optimal": 1.7, "bayes_optimal_stderr": 0.01},
+              "Toy": {"bayes_optimal": 0.9, "bayes_optimal_stderr": 0.02}}
 OLMO_REVISIONS = ["step1000-tokens4B", "step10000-tokens42B", "step100000-tokens419B", "step738020-tokens3095B"]
 
 
@@ -60,13 +62,15 @@ def probe_json(corpus: str, step: int, tokens: int, with_fv: bool) -> dict:
                 "k1": {str(l): hydra_delta(corpus, l, step) for l in range(1, N_LAYERS)},
                 "k2": {str(l): hydra_delta(corpus, l, step) / 2 for l in range(2, N_LAYERS)},
                 "final_norm": False,
-            }
+            },
+            "mcgrath": {"compensation": [0.1 * l * t for l in range(N_LAYERS)], "ablation": "zero", "positions": "last"},
         },
     }
     if corpus == "OLMo":  # the research code's per-sample max mode reports a std over samples
         probe["induction"]["k_order_std"] = [0.05] * 10
     if with_fv:
-        probe["function_vectors"] = {"improvement": [0.3 * l * t - 0.1 for l in range(N_LAYERS)]}
+        probe["function_vectors"] = {"improvement": [0.3 * l * t - 0.1 for l in range(N_LAYERS)],
+                                     "improvement_stderr": [0.05] * N_LAYERS, "n_pairs": 16}
     return probe
 
 
@@ -83,7 +87,7 @@ def make_fit_run(root: Path, corpus: str, name: str | None = None, probe_steps=(
     run = root / (name or corpus.lower()) / "version_0"
     run.mkdir(parents=True)
     refs = REFERENCES[corpus]
-    floor = min(refs.values())
+    floor = min(v for k, v in refs.items() if not k.endswith("_stderr"))
     train = [(s, floor + 0.3 + 3 * math.exp(-s / 80)) for s in range(0, max_step + 1, 10)]
     val = [(s, floor + 0.35 + 3 * math.exp(-s / 80)) for s in range(50, max_step + 1, 50)]
     scalars = {"train/loss": train, "val/loss": val, "train/lr": [(s, 5e-5) for s, _ in train]}

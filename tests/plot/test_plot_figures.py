@@ -62,7 +62,7 @@ def test_all_paper_panels_have_data(logs):
     for draw in (F.fig_loss, F.fig_k_order, F.fig_standard_induction, F.fig_hydra):
         fig, filled = draw(panels, opts)
         assert filled == 3, draw.__name__
-        assert [ax.get_title() for ax in fig.axes[:3]] == ["N-gram", "PCFG", "OLMo"]
+        assert [ax.get_title().split(":")[0] for ax in fig.axes[:3]] == ["N-gram", "PCFG", "OLMo"]
     fig, filled = F.fig_function_vectors(F.panels([s for s in sources if F.has_function_vectors(s)], ("PCFG",)), opts)
     assert filled == 1
 
@@ -72,43 +72,50 @@ def test_loss_panel_has_reference_lines_and_olmo_log_axis(logs):
     fig, _ = F.fig_loss(F.panels(sources), F.Options())
     pcfg = _titled(fig, "PCFG")
     labels = [line.get_label() for line in pcfg.get_lines()]
-    assert {"train", "val", "entropy_given_latent", "role_unigram"} <= set(labels)
+    assert {"train", "val", "latent_known", "role_unigram"} <= set(labels)
+    ngram = [line.get_label() for line in _titled(fig, "N-gram").get_lines()]
+    assert "bayes_optimal" in ngram and "bayes_optimal_stderr" not in ngram  # an error bar is not a loss line
     dashed = [line for line in pcfg.get_lines() if line.get_linestyle() == "--"]
     assert sorted(line.get_ydata()[0] for line in dashed) == pytest.approx([3.9, 4.87])  # float32 in events
     assert _titled(fig, "OLMo").get_xscale() == "log"  # steps 1k ... 738k
     assert pcfg.get_xscale() == "linear"  # starts at step 0
 
 
-def test_k_order_lines_colours_and_std_band(logs):
+def test_k_order_one_line_with_k_spread_band(logs):
     sources = load_sources([logs["runs"]], logs["olmo"], None)
     fig, _ = F.fig_k_order(F.panels(sources), F.Options())
-    pcfg, olmo = _titled(fig, "PCFG"), _titled(fig, "OLMo")
-    lines = pcfg.get_lines()
-    assert len(lines) == 10 and pcfg.get_ylim() == (0.0, 1.0)
-    np.testing.assert_allclose(lines[0].get_ydata(), [1 - np.exp(-s / 300) for s in (0, 100, 200, 300)], atol=1e-6)
-    assert len({line.get_color() for line in lines}) == 10  # one colour per k
-    assert len(olmo.collections) == 10 and not pcfg.collections  # +-std bands only where k_order_std exists
+    pcfg = _titled(fig, "PCFG")
+    [line] = pcfg.get_lines()
+    assert pcfg.get_ylim() == (0.0, 1.0) and len(pcfg.collections) == 1  # one band: the range over k
+    t = np.array([1 - np.exp(-s / 300) for s in (0, 100, 200, 300)])
+    np.testing.assert_allclose(line.get_ydata(), t * np.mean([1 - 0.07 * k for k in range(10)]), atol=1e-6)
+    assert "duplicate-token score" in fig.caption and "coincide" in fig.caption
 
 
 def test_hydra_heatmap_values_masks_and_shared_scale(logs):
     sources = load_sources([logs["runs"]], logs["olmo"], None)
     fig, _ = F.fig_hydra(F.panels(sources), F.Options(), k=1)
-    meshes = {ax.get_title(): ax.collections[0] for ax in fig.axes if ax.collections and ax.get_title()}  # not the colorbar
-    assert set(meshes) == {"N-gram", "PCFG", "OLMo"}
-    pcfg = meshes["PCFG"].get_array().reshape(N_LAYERS, -1)  # [L, S]
+    meshes = {ax.get_title(): ax.collections[0] for ax in fig.axes if ax.collections and "paper" in ax.get_title()}
+    assert set(meshes) == {"N-gram: paper Δ (k=1)", "PCFG: paper Δ (k=1)", "OLMo: paper Δ (k=1)"}
+    pcfg = meshes["PCFG: paper Δ (k=1)"].get_array().reshape(N_LAYERS, -1)  # [L, S]
     steps = [0, 100, 200, 300]
-    expected = np.array([[max(0.0, -hydra_delta("PCFG", l, s)) for s in steps] for l in range(N_LAYERS)])
+    expected = np.array([[hydra_delta("PCFG", l, s) for s in steps] for l in range(N_LAYERS)])
     assert np.ma.getmaskarray(pcfg)[0].all() and not np.ma.getmaskarray(pcfg)[1:].any()  # layer 0 < k masked
     np.testing.assert_allclose(pcfg[1:].data, expected[1:])
-    assert float(meshes["N-gram"].get_array().max()) == 0.0  # N-gram: positive delta, no compensation
+    assert float(meshes["N-gram: paper Δ (k=1)"].get_array().min()) > 0  # N-gram: positive delta, no compensation
     norms = {(m.norm.vmin, m.norm.vmax) for m in meshes.values()}
-    vmax = max(float(m.get_array().max()) for m in meshes.values())
-    assert len(norms) == 1 and next(iter(norms)) == (0.0, pytest.approx(vmax))  # one colour scale for all panels
+    vmax = max(float(abs(m.get_array()).max()) for m in meshes.values())
+    assert len(norms) == 1 and next(iter(norms)) == (pytest.approx(-vmax), pytest.approx(vmax))  # one diverging scale
+    mcgrath = [ax for ax in fig.axes if ax.get_title().endswith("McGrath compensation")]
+    assert len(mcgrath) == 3  # the Hydra figure proper, above the paper's Δ
+    assert "undefined" in [t.get_text() for t in fig.legends[0].get_texts()][0]  # the grey cells have a legend entry
 
 
 def test_missing_sources_are_labelled_empty_panels(logs, tmp_path, capsys):
+    from hierlatent.plot.sources import PAPER_ORDER
+
     sources = load_sources([logs["pcfg"]], None, None)
-    fig, filled = F.fig_k_order(F.panels(sources), F.Options())
+    fig, filled = F.fig_k_order(F.panels(sources, PAPER_ORDER), F.Options())
     assert filled == 1
     assert "no OLMo run given" in _texts(fig) and "no N-gram run given" in _texts(fig)
     assert main(["--runs", str(logs["pcfg"]), "--output_dir", str(tmp_path), "--formats", "png", "--dpi", "50"]) == 0
@@ -121,7 +128,7 @@ def test_run_without_probes_warns_and_says_so(logs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: no probe results in" in err and str(logs["toy"]) in err
     sources = load_sources([logs["toy"]], None, None)
-    assert sources[0].label == "Toy" and sources[0].reference_losses == {"exact": pytest.approx(0.9)}
+    assert sources[0].label == "Toy" and sources[0].reference_losses == {"bayes_optimal": pytest.approx(0.9), "bayes_optimal_stderr": pytest.approx(0.02)}
     fig, filled = F.fig_hydra(F.panels(sources), F.Options())
     assert filled == 0
     assert any(t.startswith("no probe results in") and str(logs["toy"]) in t for t in _texts(fig))
@@ -132,10 +139,10 @@ def test_run_without_probes_warns_and_says_so(logs, tmp_path, capsys):
 def test_without_paper_panels_only_given_runs_are_drawn(logs, tmp_path):
     argv = ["--runs", str(logs["ngram"]), "--paper_panels", "false", "--formats", "png", "--dpi", "40"]
     assert main(argv + ["--output_dir", str(tmp_path)]) == 0
-    assert _png_std(tmp_path / "fig5a_function_vectors.png") > 0.01  # one labelled empty panel, not a crash
+    assert not (tmp_path / "fig5a_function_vectors.png").exists()  # no run has function vectors: not drawn
     sources = load_sources([logs["ngram"]], None, None)
     fig, filled = F.fig_loss(F.panels(sources, ()), F.Options())
-    assert filled == 1 and [ax.get_title() for ax in fig.axes] == ["N-gram"]
+    assert filled == 1 and [ax.get_title() for ax in fig.axes if ax.get_title()] == ["N-gram"]
 
 
 def test_panel_order_and_duplicate_titles(tmp_path):
@@ -145,7 +152,7 @@ def test_panel_order_and_duplicate_titles(tmp_path):
     make_fit_run(tmp_path, "N-gram", probe_steps=(0,))
     sources = load_sources([tmp_path], None, None)
     assert [s.title for s in sources] == ["N-gram", "PCFG (pcfg_a/version_0)", "PCFG (pcfg_b/version_0)", "Toy"]
-    titles = [p.title for p in F.panels(sources)]
+    titles = [p.title for p in F.panels(sources, ("N-gram", "PCFG", "OLMo"))]
     assert titles == ["N-gram", "PCFG (pcfg_a/version_0)", "PCFG (pcfg_b/version_0)", "OLMo", "Toy"]
     assert [p.title for p in F.panels(sources, ())] == [s.title for s in sources]
 
@@ -153,7 +160,7 @@ def test_panel_order_and_duplicate_titles(tmp_path):
 @pytest.mark.parametrize(
     "argv_fn, message",
     [
-        (lambda d: [], "--runs and --olmo are both empty"),
+        (lambda d: [], "--runs, --olmo and --sweep are all empty"),
         (lambda d: ["--runs", str(d / "empty")], "no run found in"),
         (lambda d: ["--runs", str(d / "nope")], "is not a directory"),
         (lambda d: ["--olmo", str(d / "empty")], "--olmo: no probe-olmo output in"),
@@ -192,7 +199,7 @@ def test_config_file_and_plain_list_values(logs, tmp_path):
     cfg = tmp_path / "plot.yaml"
     cfg.write_text(f"runs: [{logs['pcfg']}]\nformats: [svg]\nfigures: [fig2_loss]\noutput_dir: {tmp_path / 'a'}\n")
     assert main(["--config", str(cfg)]) == 0
-    assert [p.name for p in (tmp_path / "a").iterdir()] == ["fig2_loss.svg"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["fig2_loss.csv", "fig2_loss.svg"]
     argv = ["--runs", str(logs["pcfg"]), str(logs["ngram"]), "--figures", "fig3_induction", "fig4_hydra", "--formats", "png"]
     assert main(argv + ["--output_dir", str(tmp_path / "b"), "--dpi", "40"]) == 0
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["fig3_induction.png", "fig4_hydra.png"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["fig3_induction.csv", "fig3_induction.png", "fig4_hydra.csv", "fig4_hydra.png"]

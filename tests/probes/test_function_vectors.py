@@ -13,7 +13,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.probes.*
 
 from hierlatent.errors import ProbeError  # noqa: E402
-from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, fv_todd, icl_prompts, paper_prompts  # noqa: E402
+from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, fv_paper_pairs, fv_todd, icl_prompts, paper_prompts  # noqa: E402
 from tests.probes.reference_hydra_fv import ref_fv_paper, ref_fv_todd, tiny_model  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "neox", "olmo"]
@@ -169,8 +169,10 @@ def test_explicit_prompts_are_used():
     model = tiny_model("gpt2", n_layers=2)
     prompts = [[1, 301, 601, 2, 302, 602], [3, 303, 603, 4, 304, 604]]
     res = FunctionVectorProbe(prompts=prompts, todd=False).run(model)
-    assert set(res) == {"improvement"}
+    assert set(res) == {"improvement", "improvement_stderr", "n_pairs"} and res["n_pairs"] == 2
     assert res["improvement"] == pytest.approx(fv_paper(model, torch.tensor(prompts), 950), abs=1e-12)
+    diffs = fv_paper_pairs(model, torch.tensor(prompts), 950)  # [L, 2]: the stderr of 2 pairs is |a - b| / 2
+    assert res["improvement_stderr"] == pytest.approx(((diffs[:, 0] - diffs[:, 1]).abs() / 2).tolist(), abs=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, field", [
