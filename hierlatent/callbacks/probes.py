@@ -29,7 +29,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-from hierlatent.documents import extract_fragment, merge_fragment  # noqa: F401  (re-exported)
+from hierlatent.documents import extract_fragment, merge_fragment
 from hierlatent.errors import ProbeError
 from hierlatent.io import atomic_write_json
 from hierlatent.probes.adapter import ModelAdapter, probe_mode

@@ -1,7 +1,8 @@
-"""SplitMix64's output function as a numba kernel: the bit mixer of every generator's counter-based streams.
+"""SplitMix64's output function: the bit mixer of every generator's counter-based streams and of the data order.
 
-One definition for the PCFG and n-gram kernels (and the same constants as ``hierlatent.data.permutation``'s
-vectorised numpy version). Arithmetic stays in ``np.uint64``: numba turns mixed signed/unsigned 64-bit
+One definition, two compilations: ``mix`` is plain numpy (uint64 scalars or arrays, wraparound arithmetic;
+``hierlatent.data.permutation``'s Feistel rounds and keys), ``finalise`` is the same function compiled by numba
+for the PCFG and n-gram kernels. Arithmetic stays in ``np.uint64``: numba turns mixed signed/unsigned 64-bit
 arithmetic into float64.
 """
 
@@ -15,9 +16,13 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-@numba.njit(cache=True, inline="always")
-def finalise(z):
-    """SplitMix64's finaliser: a bijection of 64-bit words with full avalanche."""
+def mix(z):
+    """SplitMix64's finaliser: a bijection of 64-bit words with full avalanche (numpy uint64 scalar or array;
+    callers outside numba wrap it in ``np.errstate(over="ignore")``, the multiplications wrap by design)."""
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
+
+
+#: ``mix`` compiled for the generators' numba kernels
+finalise = numba.njit(cache=True, inline="always")(mix)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hierlatent.corpora._splitmix import GOLDEN, mix
+
 _M64 = (1 << 64) - 1
 _FEISTEL_ROUNDS = 6
 
@@ -18,19 +20,14 @@ _FEISTEL_ROUNDS = 6
 # -- keyed pseudo-random functions (vectorised numpy; wraparound uint64 arithmetic) -------------------
 def _splitmix64(x: int) -> int:
     """One splitmix64 output for a Python int state (used to derive keys)."""
-    z = (x + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
+    with np.errstate(over="ignore"):
+        return int(mix(np.uint64((x + int(GOLDEN)) & _M64)))
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (a bijective, well-mixing hash)."""
+    """splitmix64 output (state + increment, then the shared finaliser) on a uint64 array."""
     with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+        return mix(x + GOLDEN)
 
 
 def epoch_key(seed: int, epoch: int, stream: int) -> int:

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from hierlatent.documents import extract_fragment
 from hierlatent.plot.sources import Source
 
 
