@@ -8,13 +8,14 @@ sleeps ``block_s`` seconds, so a test can wait until every worker is busy and th
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 
-from hltest import RandomTokens
+from hltest import TESTS_DIR, RandomTokens
 
 
 class SlowShards(RandomTokens):
@@ -85,3 +86,20 @@ def kill_and_check_orphans(proc, grace: float = 10.0) -> tuple[list[psutil.Proce
         except psutil.NoSuchProcess:
             continue
     return children, survivors
+
+
+def kill_when_busy_and_check(argv: list[str], tmp_path: Path, what: str, timeout: float = 240) -> None:
+    """Start ``argv``, wait until two of its children have touched ``$HL_FAULT_MARKS/*.started``, SIGKILL it,
+    and assert that none of its descendants outlives it by more than a few seconds (tests/ and tests/corpora
+    are on ``PYTHONPATH``)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    path = [str(TESTS_DIR), str(TESTS_DIR / "corpora"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "HL_FAULT_MARKS": str(marks), "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(list(marks.glob("*.started"))) >= 2, timeout, what, proc)
+    finally:
+        children, survivors = kill_and_check_orphans(proc)
+    assert len(children) >= 2
+    assert not survivors, f"orphans after the parent was killed: {[(p.pid, p.name()) for p in survivors]}"

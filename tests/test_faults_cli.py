@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from _faults_helpers import kill_and_check_orphans, wait_for
+from _faults_helpers import kill_when_busy_and_check
 from hierlatent.corpora import store
 from hierlatent.errors import CheckpointError
 from hierlatent.olmo import checkpoints as ck
-from hltest import TESTS_DIR, RandomTokens, run_hierlatent, tiny_fit_config
+from hltest import RandomTokens, run_hierlatent, tiny_fit_config
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU does")
 GPU_TRAINER = {"accelerator": "gpu", "devices": 8, "strategy": "ddp", "precision": "bf16-mixed"}
@@ -68,20 +67,9 @@ def test_verify_command_exit_statuses(tmp_path, tmp_cache):
 def test_killed_generate_leaves_no_orphan_workers(tmp_path, tmp_cache):
     """The issue's case: ``kill -9`` of ``hierlatent generate --data.generation_workers 2`` left both workers and
     the resource tracker running (parent pid 1), writing shards."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
     cfg = _config(tmp_path, data={"generator": {"class_path": "_faults_helpers.SlowShards"}, "batch_size": 4,
                                   "generation_workers": 2})
-    env = {**os.environ, "HL_FAULT_MARKS": str(marks), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(["hierlatent", "generate", "--config", str(cfg)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: len(list(marks.glob("*.started"))) >= 2, 240, "both workers to start a shard", proc)
-    finally:
-        children, survivors = kill_and_check_orphans(proc)
-    assert len(children) >= 2
-    assert not survivors, f"orphans after the parent was killed: {[(p.pid, p.name()) for p in survivors]}"
+    kill_when_busy_and_check(["hierlatent", "generate", "--config", str(cfg)], tmp_path, "both workers to start a shard")
 
 
 # -- revision names from a hub listing ------------------------------------------------------------

@@ -7,8 +7,6 @@ SIGKILLed parent process) and then checks that it ends cleanly.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -17,12 +15,10 @@ import numpy as np
 import pytest
 
 from _fake import CountingCorpus
-from _faults_helpers import SlowShards, kill_and_check_orphans, wait_for
+from _faults_helpers import SlowShards, kill_when_busy_and_check
 from hierlatent.corpora import store
 from hierlatent.corpora.verify import main as verify_main
 from hierlatent.errors import CorpusError
-
-TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -151,24 +147,11 @@ def test_verify_not_a_corpus(tmp_path):
 
 
 # -- workers die with a SIGKILLed parent -----------------------------------------------------------
-def _start(script: str, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = {**os.environ, "HL_FAULT_MARKS": str(marks), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS / "corpora"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", script], env=env), marks
-
-
 def test_killed_build_leaves_no_orphan_workers(tmp_cache, tmp_path):
     """SIGKILL a real 2-worker build while both workers generate: the workers (and the resource tracker) end."""
-    proc, marks = _start("from _faults_helpers import SlowShards\nfrom hierlatent.corpora import store\n"
-                         "store.build_corpus(SlowShards(), workers=2, progress=False)\n", tmp_path)
-    try:
-        wait_for(lambda: len(list(marks.glob("*.started"))) >= 2, 120, "both workers to start a shard", proc)
-    finally:
-        children, survivors = kill_and_check_orphans(proc)
-    assert len(children) >= 2  # the two workers (and the resource tracker)
-    assert not survivors, f"orphans after the parent was killed: {[(p.pid, p.name()) for p in survivors]}"
+    script = ("from _faults_helpers import SlowShards\nfrom hierlatent.corpora import store\n"
+              "store.build_corpus(SlowShards(), workers=2, progress=False)\n")
+    kill_when_busy_and_check([sys.executable, "-c", script], tmp_path, "both workers to start a shard")
     root = store.corpus_dir(SlowShards())
     assert not list(root.glob("train/shard-*.bin"))  # nobody finished (or will finish) a blocked shard
 
@@ -189,10 +172,4 @@ def test_killed_training_process_leaves_no_dataloader_workers(tmp_path):
         "          TokenWindows.from_arrays([gen.generate_shard('test', 0)], 16))\n"
         "next(iter(dm.train_dataloader()))  # blocks: both workers are inside a read\n"
     )
-    proc, marks = _start(script, tmp_path)
-    try:
-        wait_for(lambda: len(list(marks.glob("*.started"))) >= 2, 120, "both loader workers to block", proc)
-    finally:
-        children, survivors = kill_and_check_orphans(proc)
-    assert len(children) >= 2
-    assert not survivors, f"orphans after the parent was killed: {[(p.pid, p.name()) for p in survivors]}"
+    kill_when_busy_and_check([sys.executable, "-c", script], tmp_path, "both loader workers to block")
