@@ -88,7 +88,8 @@ class LanguageModel(L.LightningModule):
 
     def forward(self, input_ids: torch.Tensor) -> Any:
         """HF forward with ``labels = input_ids`` (HF shifts them); returns the ``CausalLMOutput``."""
-        fn = getattr(self, "_compiled", None) or self.model
+        fn = getattr(self, "_compiled", None)  # not `or`: bool() of a compiled module calls len() and raises
+        fn = self.model if fn is None else fn
         return fn(input_ids=input_ids, labels=input_ids)
 
     # -- lifecycle ------------------------------------------------------------------------------
