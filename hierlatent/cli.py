@@ -7,6 +7,7 @@ ends in one line ``error: <message naming the flag>`` on stderr with exit status
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _get_sh
 from jsonargparse import class_from_function
 
 from hierlatent.callbacks.checkpoint import HFCheckpoint
+from hierlatent.commands import LIGHT_SUBCOMMANDS, light_main  # noqa: F401  (the table lives where no torch is imported)
+from hierlatent.cli_checks import (
+    check_ckpt_path, check_config_files, check_trainer_args, parser_error_line, silence_noise, subcommand_of,
+    user_error_in,
+)
+from hierlatent.cli_report import fit_callbacks, print_start, print_summary
 from hierlatent.data import CorpusDataModule
 from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
 from hierlatent.model import validate_model_args
@@ -47,6 +54,11 @@ class HierlatentCLI(LightningCLI):
             trainer_defaults={"logger": DEFAULT_LOGGER, "log_every_n_steps": 10},
             seed_everything_default=0, auto_configure_optimizers=False, args=args, run=run,
         )
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # no abbreviated flags (--model.n_lay must not set n_layers); errors raise so main prints one line
+        kwargs.update(allow_abbrev=False, exit_on_error=False)
+        return super().init_parser(**kwargs)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -84,6 +96,15 @@ class HierlatentCLI(LightningCLI):
             self._subcommand_parsers[subcommand] = sub_parser
             parser_subcommands.add_subcommand(subcommand, sub_parser, help=sub_kwargs["description"])
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as exc:  # one line naming the key; an unknown flag gets the closest known one
+            argv = list(sys.argv[1:] if args is None else args)
+            sub = self._subcommand_parsers.get(subcommand_of(argv) or "")
+            options = [o for a in getattr(sub, "_actions", []) for o in a.option_strings if o.startswith("--")]
+            raise ConfigError(parser_error_line(exc, argv, options)) from None
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would silently replace the configured model by the checkpoint's hyper-parameters;
         # hierlatent instead refuses a checkpoint of another model (``_check_ckpt_path``).
@@ -117,12 +138,31 @@ class HierlatentCLI(LightningCLI):
         _check_accelerator(self.subcommand, cfg.trainer)
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = _default_precision(cfg.trainer.get("accelerator"))
-        ckpt = cfg.get("ckpt_path")
-        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not Path(ckpt).is_file():
-            raise CheckpointError(f"--ckpt_path: checkpoint file {ckpt} does not exist")
+        check_trainer_args(cfg.trainer)
+        check_ckpt_path(cfg.get("ckpt_path"))
+
+    def after_instantiate_classes(self) -> None:
+        # probes checked against the built model (vocab_size comes from the generator's vocabulary, no
+        # generation) before prepare_data: a Hydra k beyond the layers must not wait for the corpus
+        if self.subcommand in MODEL_SUBCOMMANDS and self.subcommand != "generate":
+            for callback in self.trainer.callbacks:
+                if hasattr(callback, "validate") and hasattr(callback, "probes"):
+                    callback.bind_datamodule(self.datamodule)  # roles first: probes read ids from them
+                    callback.validate(self.model.model)
 
     def before_fit(self) -> None:
         self._check_run()
+        if self.trainer.is_global_zero:  # rank 0 only, nothing collective (logger.log_dir does not broadcast)
+            print_start(self.trainer, self.datamodule)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            print_summary(self.trainer, self.model, self.datamodule)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> HierlatentTrainer:
+        if self.subcommand == "fit":
+            callbacks = [*callbacks, *fit_callbacks(config)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_validate(self) -> None:
         self._check_run()
@@ -240,30 +280,6 @@ def _check_ckpt_matches(path: Path, model: LanguageModel) -> None:
             raise CheckpointError(f"--ckpt_path: {path} belongs to another model: {name} has shape {tuple(tensor.shape)}")
 
 
-#: subcommands that neither train nor need Lightning's parser: name -> module with ``main(argv) -> int``.
-#: They are dispatched before torch/Lightning-heavy imports would matter for them.
-LIGHT_SUBCOMMANDS = {
-    "plot": "hierlatent.plot.cli",
-    "sweep": "hierlatent.sweep.cli",
-    "compare": "hierlatent.compare.cli",
-    "verify": "hierlatent.corpora.verify",
-}
-
-
-def _run_light(name: str, argv: list[str]) -> int:
-    """Run a lightweight subcommand's ``main(argv)`` (import errors of its own module become a ConfigError)."""
-    import importlib
-
-    module = LIGHT_SUBCOMMANDS[name]
-    try:
-        entry = importlib.import_module(module).main
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module.startswith(exc.name):
-            raise
-        raise ConfigError(f"{name}: {module} is not available in this installation") from exc
-    return entry(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``hierlatent <subcommand> ...``; user errors exit 2 with one ``error:`` line.
 
@@ -272,14 +288,25 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        if args[:1] and args[0] in LIGHT_SUBCOMMANDS:
-            status = _run_light(args[0], args[1:])
+        status = light_main(args)  # --help, plot, sweep, compare, verify: no LightningCLI
+        if status is not None:
             if status:
                 sys.exit(status)
             return
+        check_config_files(args)
+        silence_noise()
         HierlatentCLI(args=None if argv is None else args)
     except HierlatentError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ArgumentError as exc:  # jsonargparse (exit_on_error=False): one line naming the key, and a hint
+        print(f"error: {parser_error_line(exc, args)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        user = user_error_in(exc)  # e.g. a probe's constructor raising inside jsonargparse's instantiation
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
         sys.exit(2)
     finally:
         _release_process_group()

@@ -149,7 +149,17 @@ class LanguageModel(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self(batch["input_ids"]).loss
-        self.log("val/loss", loss, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        # during fit, on_validation_end writes it to the logger at the step of the weights it measures
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=batch["input_ids"].shape[0],
+                 logger=self.trainer.state.fn != "fit")
+
+    def on_validation_end(self) -> None:
+        # val/loss at the global step (= the checkpoint's and probe JSON's step): Lightning would log it one
+        # step earlier, at its count of steps taken before the current one; no collective (already reduced)
+        value = self.trainer.callback_metrics.get("val/loss")
+        if value is not None and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            for logger in self.loggers:
+                logger.log_metrics({"val/loss": float(value)}, step=self.trainer.global_step)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self(batch["input_ids"]).loss

@@ -18,7 +18,7 @@ import torch
 
 from hierlatent.corpora.store import open_corpus
 from hierlatent.data.windows import TokenWindows, first_windows, sample_windows
-from hierlatent.errors import ConfigError
+from hierlatent.errors import ConfigError, CorpusError
 
 
 def heldout_source(checkpoint: Path | None, explicit: Path | None) -> Path | None:
@@ -48,7 +48,10 @@ def check_heldout(probes: list, checkpoints: list[Path | None], explicit: Path |
         explicit: the ``--heldout`` corpus directory, if given.
     """
     if explicit is not None:
-        open_corpus(explicit)  # CorpusError naming the directory when it is not a finished corpus
+        try:
+            open_corpus(explicit)
+        except CorpusError as exc:  # names the directory; the flag is named here
+            raise CorpusError(f"--heldout: {exc}") from None
     needs = [p for p in probes if getattr(p, "needs_heldout", False)]
     if not needs:
         return

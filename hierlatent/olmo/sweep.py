@@ -61,6 +61,8 @@ def probe_olmo(
     runners = [cb for cb in trainer.callbacks if isinstance(cb, ProbeRunner)]
     if not runners:
         raise ConfigError("--trainer.callbacks: probe-olmo needs a ProbeRunner (e.g. --config callbacks/olmo.yaml)")
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ConfigError(f"--output_dir: {output_dir} exists and is not a directory")
     refs = discover(checkpoints, revisions)  # errors surface here, before any process is started
     check_heldout([p for r in runners for p in r.probes], [Path(r.path) if r.path else None for r in refs], heldout)
     sources = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
