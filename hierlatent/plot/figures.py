@@ -1,4 +1,4 @@
-"""The paper's line figures (SPEC section 5): loss (Fig. 2) and induction (Fig. 3, 3b); heatmaps in `heatmaps`.
+"""The paper's line figures (docs/research.md#figures): loss (Fig. 2) and induction (Fig. 3, 3b); heatmaps in `heatmaps`.
 
 Every function takes the panel list from `panels` and `Options`, and returns ``(figure, number of panels
 that have data)``; the figure carries ``fig.tidy`` (the rows of its CSV, `hierlatent.plot.tidy`). A panel
