@@ -64,6 +64,8 @@ def _mesh(ax, steps, matrix, cmap, norm, opts: Options, hatch=None) -> None:
     x = step_edges(steps, ax.get_xscale() == "log")
     y = np.arange(matrix.shape[0] + 1) - 0.5
     ax.pcolormesh(x, y, np.ma.masked_invalid(matrix), cmap=cmap, norm=norm, shading="flat")
+    if len(steps) <= 8:  # few checkpoints: one tick per cell, at its step
+        ax.set_xticks(steps)
     for layer, j in zip(*np.nonzero(hatch)) if hatch is not None else ():
         ax.add_patch(Rectangle((x[j], y[layer]), x[j + 1] - x[j], 1.0, fill=False, hatch="////", lw=0, edgecolor="0.25"))
     ax.set_ylim(y[-1], y[0])
@@ -89,7 +91,7 @@ def _rows_for_fig4(plist: list[Panel], k: int) -> list[tuple[str, tuple, str]]:
     if k == 1 and any(_headwise(p) is not None for p in plist):
         rows.append(("headwise", HEADWISE, "headwise compensation\n(direct − total, logit)"))
     if any(_matrix_band(p, ("hydra", "paper", f"k{k}")).steps.size for p in plist):
-        rows.append(("paper", ("hydra", "paper", f"k{k}"), f"paper Δ_l^{k} = clean − ablated\nlogit(g) at layer l"))
+        rows.append(("paper", ("hydra", "paper", f"k{k}"), f"paper $\\Delta_l^{{{k}}}$ = clean − ablated\nlogit(g) at layer l"))
     return rows
 
 

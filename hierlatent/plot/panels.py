@@ -118,4 +118,4 @@ def undefined_legend(fig, entries: list[tuple[dict, str]]) -> None:
 
     if entries:
         handles = [Patch(label=label, **style) for style, label in entries]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)  # the caption is below
