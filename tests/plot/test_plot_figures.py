@@ -203,3 +203,21 @@ def test_config_file_and_plain_list_values(logs, tmp_path):
     argv = ["--runs", str(logs["pcfg"]), str(logs["ngram"]), "--figures", "fig3_induction", "fig4_hydra", "--formats", "png"]
     assert main(argv + ["--output_dir", str(tmp_path / "b"), "--dpi", "40"]) == 0
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["fig3_induction.csv", "fig3_induction.png", "fig4_hydra.csv", "fig4_hydra.png"]
+
+
+def test_headwise_compensation_row_and_csv(tmp_path):
+    import json
+
+    from hierlatent.plot.tidy import read_csv
+
+    run = make_fit_run(tmp_path, "PCFG", probe_steps=(0, 100))
+    doc = json.loads((run / "probes" / "step-100.json").read_text())
+    doc["hydra"]["headwise"] = {"compensation": [[0.1 * l + 0.01 * h for h in range(2)] for l in range(N_LAYERS)]}
+    (run / "probes" / "step-100.json").write_text(json.dumps(doc))
+    assert main(["--runs", str(run), "--figures", "fig4_hydra", "--formats", "png", "--dpi", "40", "--output_dir", str(tmp_path / "f")]) == 0
+    fig, _ = F.fig_hydra(F.panels(load_sources([run], None, None)), F.Options())
+    [ax] = [a for a in fig.axes if "headwise, step 100" in a.get_title()]
+    assert ax.get_xlabel() == "head" and ax.get_ylabel() == "layer"
+    rows = [r for r in read_csv(tmp_path / "f" / "fig4_hydra.csv") if r["quantity"] == "headwise compensation"]
+    assert [(r["layer"], r["head"], r["value"]) for r in rows] == [(l, h, pytest.approx(0.1 * l + 0.01 * h)) for l in range(N_LAYERS) for h in range(2)]
+    np.testing.assert_allclose(ax.collections[0].get_array().reshape(N_LAYERS, 2), [[0.1 * l + 0.01 * h for h in range(2)] for l in range(N_LAYERS)])
