@@ -67,8 +67,13 @@ def test_cc_for_inductor():
     assert shutil.which("cc") or shutil.which("gcc") or shutil.which("g++"), "no C compiler: inductor cannot run on CPU"
 
 
+@pytest.mark.slow
 def test_fit_compile_and_bf16_mixed_on_cpu(tmp_path):
-    """``--model.compile true`` under ``bf16-mixed``: the two default paths of configs/pcfg.yaml in one fit."""
+    """``--model.compile true`` under ``bf16-mixed`` through the console script, with validation and HF exports.
+
+    Slow (324 s on the loaded 2-core machine: inductor compiles training and validation graphs); the default
+    suite covers compile + ``bf16-mixed`` inside a Lightning ``Trainer`` through ``test_gpu_check_smoke``.
+    """
     run, s = _fit(tmp_path, model=_tiny_model_args(compile=True), trainer={"precision": "bf16-mixed"})
     _check_run(run, s)
 
