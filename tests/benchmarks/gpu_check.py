@@ -172,7 +172,8 @@ def probe_olmo(device: torch.device, smoke: bool) -> dict:
             path = Path(tmp) / f"step{(i + 1) * 1000}-tokens{(i + 1) * 4}B"
             torch.manual_seed(i)
             t0 = time.perf_counter()
-            OlmoForCausalLM(cfg).to(torch.bfloat16 if device.type == "cuda" else torch.float32).save_pretrained(path)
+            with torch.device(device):  # a 1.2B-parameter init on the GPU, not on the host CPU
+                OlmoForCausalLM(cfg).to(torch.bfloat16 if device.type == "cuda" else torch.float32).save_pretrained(path)
             save_s = time.perf_counter() - t0
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
