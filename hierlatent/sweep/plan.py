@@ -105,7 +105,8 @@ class Run:
 
 def plan_runs(spec: SweepSpec, output_dir: Path, seeds: tuple[int, ...] | None = None,
               extra_fit_args: tuple[str, ...] = ()) -> list[Run]:
-    """Every (condition, seed) of the sweep, condition-major.
+    """Every (condition, seed) of the sweep, seed-major: a sweep stopped part-way leaves every condition with
+    the same seeds done (balanced, and paired where the design pairs them).
 
     Args:
         spec: the checked sweep file.
@@ -115,7 +116,7 @@ def plan_runs(spec: SweepSpec, output_dir: Path, seeds: tuple[int, ...] | None =
     """
     fit_args = tuple(spec.fit_args) + tuple(extra_fit_args)
     return [Run(c, s, Path(output_dir), spec.seed_corpus, fit_args)
-            for c in spec.conditions for s in (seeds or spec.seeds)]
+            for s in (seeds or spec.seeds) for c in spec.conditions]
 
 
 def check_reuse(runs: list[Run]) -> None:

@@ -25,7 +25,7 @@ def test_sweep_file_conditions_instantiate(sweep, tmp_cache, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = load_sweep(sweep)
     assert len(spec.conditions) >= 2 and len(spec.seeds) >= 5
-    for run in plan_runs(spec, tmp_cache / "out")[:: len(spec.seeds)]:  # one run per condition
+    for run in plan_runs(spec, tmp_cache / "out")[: len(spec.conditions)]:  # one run per condition
         words = run.fit_args()[1:]
         i = words.index("--trainer.logger.init_args.save_dir=" + str(tmp_cache / "out"))
         args = words[:i] + CPU  # logger flags and --ckpt_path belong to the real run, not this check
