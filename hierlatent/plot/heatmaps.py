@@ -133,14 +133,7 @@ def fig_hydra(plist: list[Panel], opts: Options, k: int = 1):
                 continue
             filled.add(panel.title)
             if kind == "headwise":
-                step, m = d
-                ax.pcolormesh(np.arange(m.shape[1] + 1) - 0.5, np.arange(m.shape[0] + 1) - 0.5, np.ma.masked_invalid(m), cmap=cmap, norm=norm)
-                ax.set_ylim(m.shape[0] - 0.5, -0.5)
-                ax.set_xlabel("head")
-                ylabel(ax, "layer")
-                ax.set_title(f"{band_title(panel)}: headwise, step {step:,}")
-                fig.tidy.add_matrix(panel.title, "headwise compensation", range(m.shape[1]), m, column="head")
-                grey |= bool(np.isnan(m).any())
+                grey |= _headwise_cell(ax, panel, d, cmap, norm, fig.tidy)
                 continue
             m = d.mean.T  # [L, S]
             _mesh(ax, d.steps, m, cmap, norm, opts)
@@ -153,13 +146,35 @@ def fig_hydra(plist: list[Panel], opts: Options, k: int = 1):
             fig.tidy.add_matrix(panel.title, title, d.steps, m, d.low.T, d.high.T, d.n.T)
         fig.colorbar(__import__("matplotlib").cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(row), shrink=0.9).set_label(label)
     undefined_legend(fig, [({"facecolor": UNDEFINED_GREY, "edgecolor": "0.6"}, "undefined (no value: layer < k, or not measured)")] if grey else [])
-    text = ("McGrath compensation = direct effect of an ablated attention layer minus its total effect on the correct-token logit (the Hydra effect). "
-            f"Paper Δ_l^{k} = logit of the last input token read at layer l, clean minus with decoder layer l−{k}'s output zeroed; the paper plots max(0, −Δ).")
+    caption(fig, _fig4_caption([kind for kind, _, _ in kinds], k, notes), fig.get_figwidth())
+    return fig, len(filled)
+
+
+def _headwise_cell(ax, panel: Panel, data, cmap, norm, rows: Rows) -> bool:
+    """Draw one layer x head compensation panel; returns whether it has undefined (grey) cells."""
+    step, m = data
+    ax.pcolormesh(np.arange(m.shape[1] + 1) - 0.5, np.arange(m.shape[0] + 1) - 0.5, np.ma.masked_invalid(m), cmap=cmap, norm=norm)
+    ax.set_ylim(m.shape[0] - 0.5, -0.5)
+    ax.set_xlabel("head")
+    ylabel(ax, "layer")
+    ax.set_title(f"{band_title(panel)}: headwise, step {step:,}")
+    rows.add_matrix(panel.title, "headwise compensation", range(m.shape[1]), m, column="head")
+    return bool(np.isnan(m).any())
+
+
+def _fig4_caption(kinds: list[str], k: int, notes: list[str]) -> str:
+    """What each row of Fig. 4/4b shows, what is missing, and why the paper's Δ is degenerate here."""
+    text = ""
+    if "mcgrath" in kinds:
+        text += "McGrath compensation = direct effect of an ablated attention layer minus its total effect on the correct-token logit (the Hydra effect). "
+    elif k == 1:
+        text += "McGrath compensation not measured (HydraProbe mcgrath: false). "
+    text += (f"Paper Δ_l^{k} = logit of the last input token read at layer l, clean minus with decoder layer l−{k}'s output zeroed; "
+             "the paper plots max(0, −Δ).")
     if notes:
         text += (" Degenerate here (" + "; ".join(notes) + "): on a bias-free model zeroing a decoder layer's output zeroes the whole residual stream, "
                  "so Δ_l^k is the current token's logit-lens value at layer l for every k, not a compensation.")
-    caption(fig, text, fig.get_figwidth())
-    return fig, len(filled)
+    return text
 
 
 def _fv_band(panel: Panel):

@@ -37,8 +37,7 @@ def t_halfwidth(std: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Half-width of the two-sided 95% t-interval of a mean: t_{n-1} · std / sqrt(n); NaN where n < 2.
 
     Args:
-        std: sample standard deviation (ddof = 1) or, with n the sample count, std · sqrt(n) = the
-            standard error times sqrt(n).
+        std: sample standard deviation (ddof = 1); from a standard error se, pass se · sqrt(n).
         n: sample counts, same shape.
     """
     from scipy import stats
