@@ -9,6 +9,7 @@ removed and the run starts over in the same directory (SLURM requeue and launche
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,15 @@ def newest_intact(trainer: Any) -> Path | None:
 
 
 def _candidates(trainer: Any) -> tuple[set[Path], dict[Path, int]]:
-    """(``last*.ckpt`` files, other ``*.ckpt`` files with the step in their name) of every checkpoint callback."""
+    """(``last*.ckpt`` files, other ``*.ckpt`` files with the step in their name) of every checkpoint callback.
+
+    Paths are absolute, as Lightning's own search returns them (and as the messages print them).
+    """
     lasts: set[Path] = set()
     others: dict[Path, int] = {}
     for cb in trainer.checkpoint_callbacks:
-        lasts |= {Path(p) for p in cb._find_last_checkpoints(trainer)}
-        folder = Path(cb._ModelCheckpoint__resolve_ckpt_dir(trainer))  # where Lightning looks for last.ckpt
+        lasts |= {Path(os.path.abspath(p)) for p in cb._find_last_checkpoints(trainer)}
+        folder = Path(os.path.abspath(cb._ModelCheckpoint__resolve_ckpt_dir(trainer)))  # where Lightning looks
         for path in folder.glob("*.ckpt") if folder.is_dir() else ():
             match = _STEP.search(path.stem)
             if match:
