@@ -182,7 +182,8 @@ class HydraProbe(Probe):
                              f"{adapter.n_layers} (use k <= {adapter.n_layers - 1})")
 
     def inputs(self, model: nn.Module, heldout: Tensor | None) -> Tensor:
-        """The stimulus ``[N, T]``: held-out windows, or seeded uniform random tokens (context-clipped).
+        """The stimulus ``[N, T]``: held-out windows, or seeded uniform random tokens (context-clipped; ids in
+        [0, V) or, ``random_ids="research"``, [100, V − 100), V per ``vocab``: docs/research.md#stimuli).
 
         Args:
             model: HF causal LM.

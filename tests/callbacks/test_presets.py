@@ -36,7 +36,7 @@ def test_fit_parses_preset(preset, capsys):
 def test_paper_settings():
     probes = runner_config("paper.yaml")
     assert probes["InductionProbe"] == {"n": 64, "n_samples": 20, "ks": list(range(1, 11)),
-                                        "aggregate": "mean_pattern", "token_low": 100, "seed": 0}
+                                        "aggregate": "mean_pattern", "token_low": 100, "seed": 0, "vocab": "tokenizer"}
     assert probes["HydraProbe"]["ks"] == [1, 2] and probes["HydraProbe"]["final_norm"] is False
     assert probes["HydraProbe"]["n_heldout"] == 100 and probes["HydraProbe"]["mcgrath"] is True
     assert probes["FunctionVectorProbe"]["n_pairs"] == 16 and probes["FunctionVectorProbe"]["seed"] == 42
