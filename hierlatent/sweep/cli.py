@@ -88,12 +88,10 @@ def sweep(
 
 
 def _dry_run(runs, launcher: str, parallel: int, output_dir: Path) -> int:
-    seen = set()
-    for run in runs:
-        gen = " ".join(run.generate_command())
-        if gen not in seen:
-            seen.add(gen)
-            print(shlex.join(["hierlatent"] + run.generate_command()[3:]))
+    from hierlatent.sweep.plan import shared_corpora
+
+    for cmd in shared_corpora(runs):
+        print(shlex.join(["hierlatent"] + list(cmd[3:])))
     if launcher == "slurm":
         from hierlatent.sweep.slurm import TEMPLATE, sbatch_options
 

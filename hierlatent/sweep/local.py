@@ -3,8 +3,8 @@
 Each child gets ``OMP_NUM_THREADS = cores // P`` (at least 1): on a 2-core machine two fits with two
 spinning intra-op threads each were measured 15-20x slower than with one each. Children die with the
 sweep (``die_with_parent``), so a killed sweep leaves no orphan fits; a rerun resumes them. Corpora are
-built first, one ``hierlatent generate`` per distinct recipe, one at a time, so concurrent fits only ever
-find their corpus in the cache and never race on building it.
+built first, one ``hierlatent generate`` per recipe that several runs share, one at a time, so concurrent
+fits only ever find a shared corpus in the cache and never race on building it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from hierlatent._proc import die_with_parent
-from hierlatent.sweep.plan import FINISHED, Run, final_losses
+from hierlatent.sweep.plan import FINISHED, Run, final_losses, shared_corpora
 
 
 def threads_per_run(parallel: int) -> int:
@@ -51,17 +51,14 @@ def error_tail(log_file: Path, lines: int = 3) -> str:
 
 
 def prepare_corpora(runs: list[Run], threads: int, say) -> dict[str, str]:
-    """Build each distinct corpus once (``generate``), sequentially; run key -> error for runs that failed."""
+    """Build each corpus several runs share once (``generate``), one at a time; run key -> error for runs that failed."""
     failed: dict[str, str] = {}
-    done: dict[tuple[str, ...], str | None] = {}
-    for run in runs:
-        cmd = tuple(run.generate_command())
-        if cmd not in done:
-            say(f"corpus for {run.key}: hierlatent generate ...")
-            code = _spawn(list(cmd), run.log_file, threads).wait()
-            done[cmd] = None if code == 0 else f"corpus generation failed (exit {code}): {error_tail(run.log_file)}"
-        if done[cmd] is not None:
-            failed[run.key] = done[cmd]
+    for cmd, members in shared_corpora(runs).items():
+        say(f"corpus for {', '.join(r.key for r in members)}: hierlatent generate ...")
+        code = _spawn(list(cmd), members[0].log_file, threads).wait()
+        if code != 0:
+            error = f"corpus generation failed (exit {code}): {error_tail(members[0].log_file)}"
+            failed.update({r.key: error for r in members})
     return failed
 
 

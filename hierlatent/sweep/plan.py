@@ -119,6 +119,18 @@ def plan_runs(spec: SweepSpec, output_dir: Path, seeds: tuple[int, ...] | None =
             for s in (seeds or spec.seeds) for c in spec.conditions]
 
 
+def shared_corpora(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
+    """``generate`` commands of the corpus recipes that two or more runs share -> those runs.
+
+    Only these are built before the fits (once each); a corpus one run alone uses (``seed_corpus: true``)
+    is built by that run's own fit, where nothing can race on it.
+    """
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.generate_command()), []).append(run)
+    return {cmd: members for cmd, members in groups.items() if len(members) > 1}
+
+
 def check_reuse(runs: list[Run]) -> None:
     """Refuse to mix: a finished run whose recorded command differs from the one this sweep would run."""
     for run in runs:
