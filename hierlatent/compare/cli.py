@@ -105,7 +105,8 @@ def main(argv: list[str]) -> int:
     try:
         cfg = parser.parse_args(_listify(list(argv)))
     except Exception as exc:  # noqa: BLE001 — jsonargparse's ArgumentError: one line naming the flag
-        raise ConfigError(f"{str(exc).splitlines()[0]} (see hierlatent compare --help)") from None
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ConfigError(f"{message} (see hierlatent compare --help)") from None
     kwargs = {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
     compare(**kwargs)
     return 0

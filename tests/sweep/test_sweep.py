@@ -173,7 +173,7 @@ def test_slurm_script_submits_and_runs_an_array_task(tmp_path):
     ("conditions: {a: [tiny.yaml]}\nseeds: [0]\nparalel: 2\n", "unknown keys ['paralel']"),
     ("conditions: {'a/b': [tiny.yaml]}\nseeds: [0]\n", "condition names"),
     ("conditions: {a: {configs: [tiny.yaml], overides: {}}}\nseeds: [0]\n", "unknown keys ['overides']"),
-    ("conditions: [a\n", "sweep.yaml:1: malformed YAML"),
+    ("conditions: [a\n", "sweep.yaml:2: malformed YAML"),
 ])
 def test_bad_sweep_files_name_the_field(tmp_path, monkeypatch, text, message):
     monkeypatch.chdir(tmp_path)
@@ -195,4 +195,5 @@ def test_cli_error_is_one_line(tmp_path):
     out = run_hierlatent(["sweep", "missing.yaml", "--output_dir", "out"], cwd=tmp_path, check=False)
     assert out.returncode == 2 and out.stderr.strip() == "error: sweep file missing.yaml does not exist"
     out = run_hierlatent(["sweep", "missing.yaml", "--output_dir", "out", "--parallel", "x"], cwd=tmp_path, check=False)
-    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--parallel" in out.stderr
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert '"parallel"' in out.stderr and "value: x" in out.stderr
