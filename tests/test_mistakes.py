@@ -94,6 +94,15 @@ MISTAKES = [
     ("plot-format", ["plot", "--formats", "gif2"], "--formats"),
     # -- verify --
     ("verify-not-a-corpus", ["verify", "adir"], "adir"),
+    ("verify-missing", ["verify", "/nonexistent"], "/nonexistent is not a directory"),
+    # -- sweep and compare --
+    ("sweep-no-args", ["sweep"], "required"),
+    ("sweep-missing-file", ["sweep", "missing.yaml", "--output_dir", "out"], "missing.yaml does not exist"),
+    ("sweep-not-a-sweep", ["sweep", "tiny.yaml", "--output_dir", "out"], "unknown keys"),
+    ("sweep-unknown-flag", ["sweep", "tiny.yaml", "--bogus"], "--bogus"),
+    ("compare-nothing", ["compare"], "give a sweep directory"),
+    ("compare-not-a-sweep", ["compare", "adir"], "no manifest.json"),
+    ("compare-unknown-flag", ["compare", "--run", "a"], "--run"),
 ]
 
 
