@@ -47,7 +47,10 @@ class KillWritingLast(L.Callback):
         real = torch.save
 
         def save(obj, f, *args, **kwargs):
-            name = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+            try:  # the file a torch.save into an open file object writes (an in-memory buffer has none)
+                name = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+            except (OSError, ValueError):  # io.UnsupportedOperation is both
+                name = ""
             target = Path(name).parent / "last.ckpt"
             if "last.ckpt" in Path(name).name and Path(name).name != "last.ckpt" and target.exists():
                 import io
