@@ -2,9 +2,11 @@
 
 Metrics are every number in a run's probe documents (``probes/step-<N>.json``): scalars by their dotted
 path (``induction.standard``, ``hydra.paper.k1.3``) and each entry of a flat list by its index
-(``hydra.mcgrath.compensation[2]`` = layer 2, ``induction.k_order[0]`` = k = 1). Matrices (per-head and
-layer-to-layer tables), strings, booleans and bookkeeping (``step``, ``tokens``, ``probe_seconds``) are not
-metrics. The loss curves enter as ``loss/train`` and ``loss/val``: the last value TensorBoard holds at or
+(``hydra.mcgrath.compensation[2]`` = layer 2, ``induction.k_order[0]`` = k = 1). The cells of matrices
+(per-head and layer-to-layer tables), strings, booleans and bookkeeping (``step``, ``tokens``, ``probe_seconds``) are not
+metrics. Maxima are metrics too: ``<list>.max`` over a list's entries (e.g. the best layer of
+``query_fv.transfer``) and ``<table>.max[l]`` over each row of a layer x head table (e.g.
+``hydra.headwise.compensation.max[3]``: layer 3's most compensating head). The loss curves enter as ``loss/train`` and ``loss/val``: the last value TensorBoard holds at or
 before each checkpoint step (the steps of the probe documents; the ``val/loss`` steps for a run without
 probes).
 """
@@ -45,11 +47,24 @@ def flatten(doc: dict, prefix: str = "") -> dict[str, float]:
             out.update(flatten(value, name + "."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(value)
-        elif isinstance(value, list) and value and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in value):
-            for i, v in enumerate(value):
-                out[f"{name}[{i}]"] = math.nan if v is None else float(v)
+        elif _numbers(value):
+            row = [math.nan if v is None else float(v) for v in value]
+            out.update({f"{name}[{i}]": v for i, v in enumerate(row)})
+            out[f"{name}.max"] = _max(row)
+        elif isinstance(value, list) and value and all(_numbers(r) for r in value):
+            for i, r in enumerate(value):  # a layer x head table: each layer's maximum over heads
+                out[f"{name}.max[{i}]"] = _max([math.nan if v is None else float(v) for v in r])
     return out
+
+
+def _numbers(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        (isinstance(v, (int, float)) and not isinstance(v, bool)) or v is None for v in value)
+
+
+def _max(row: list[float]) -> float:
+    finite = [v for v in row if math.isfinite(v)]
+    return max(finite) if finite else math.nan
 
 
 def _probe_docs(run: Path) -> dict[int, dict]:

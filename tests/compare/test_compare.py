@@ -94,7 +94,8 @@ def test_report_csv_equals_scipy_on_the_same_numbers(tmp_path):
     assert {"metric", "step", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "p_welch", "p_mwu", "p_holm"} <= set(rows[0])
     by_key = {(r["metric"], int(r["step"])): r for r in rows}
     assert set(by_key) == {(m, s) for m in ("induction.standard", "hydra.mcgrath.compensation[0]",
-                                            "hydra.mcgrath.compensation[1]") for s in (0, 10)}
+                                            "hydra.mcgrath.compensation[1]", "hydra.mcgrath.compensation.max")
+                           for s in (0, 10)}
     r = by_key[("induction.standard", 10)]
     a, b = np.array(data["x"]) + 10, np.array(data["y"]) + 10
     assert float(r["p_welch"]) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
@@ -105,7 +106,7 @@ def test_report_csv_equals_scipy_on_the_same_numbers(tmp_path):
     family = [float(x["p_welch"]) for x in rows]
     assert [float(x["p_holm"]) for x in rows] == pytest.approx(holm(family))
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "Family: 6 tests" in md and "| `induction.standard` | 10 |" in md
+    assert "Family: 8 tests" in md and "| `induction.standard` | 10 |" in md
     assert (tmp_path / "r" / "effects.png").stat().st_size > 1000
     summary = _rows(tmp_path / "r" / "summary.csv")
     assert {(s["metric"], s["condition"]) for s in summary} >= {("induction.standard", "x"), ("induction.standard", "y")}
@@ -180,3 +181,18 @@ def test_load_sweep_without_manifest_raises(tmp_path):
 
     with pytest.raises(ConfigError, match="no manifest.json"):
         read_sweep(tmp_path)
+
+
+def test_flatten_names_scalars_entries_and_maxima():
+    from hierlatent.compare.collect import flatten
+
+    doc = {"step": 5, "tokens": 50, "probe_seconds": {"x": 1.0},
+           "hydra": {"headwise": {"compensation": [[0.1, 0.4], [None, -0.2]], "ablation": "zero"},
+                     "mcgrath": {"compensation": [0.5, None], "matrix": [[1.0]]}},
+           "query_fv": {"transfer": [0.2, 0.7, 0.1], "n_pairs": 32}, "induction": {"per_head": {"standard": [[1.0]]}}}
+    out = flatten(doc)
+    assert out["hydra.headwise.compensation.max[0]"] == 0.4 and out["hydra.headwise.compensation.max[1]"] == -0.2
+    assert out["query_fv.transfer.max"] == 0.7 and out["query_fv.transfer[1]"] == 0.7
+    assert out["hydra.mcgrath.compensation[0]"] == 0.5 and math.isnan(out["hydra.mcgrath.compensation[1]"])
+    assert out["query_fv.n_pairs"] == 32
+    assert not any(k.startswith(("step", "tokens", "probe_seconds", "induction", "hydra.mcgrath.matrix")) for k in out)
