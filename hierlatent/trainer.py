@@ -73,17 +73,44 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
                 return
         super().log_metrics(metrics, step)
 
-    def purge_from(self, step: int) -> None:
+    def purge_from(self, step: int, keep: tuple[str, ...] = ("val/loss",)) -> None:
         """Hide events of earlier runs at steps >= ``step`` (call when resuming from a checkpoint at ``step``).
+
+        The validation at the checkpoint's own step runs after the checkpoint is saved and is not repeated on
+        resume, so its value (measured on exactly the restored weights) is carried over: the ``keep`` tags the
+        killed run wrote at ``step`` are read back and written again after the purge marker.
 
         Args:
             step: the restored global step; the next event file starts with a purge marker at it.
+            keep: tags whose value at exactly ``step`` survives the purge.
         """
+        carried = self._values_at(int(step), keep) if rank_zero_only.rank == 0 else {}
         self._kwargs["purge_step"] = int(step)
         if self._experiment is not None:  # reopen: purge_step only acts when a writer is created
             self._experiment.flush()
             self._experiment.close()
             self._experiment = None
+        if carried:
+            self.log_metrics(carried, int(step))
+
+    def _values_at(self, step: int, tags: tuple[str, ...]) -> dict[str, float]:
+        """The last value each tag has at ``step`` in this run directory's event files (as TensorBoard merges them)."""
+        from pathlib import Path
+
+        from hierlatent.plot.sources import EVENT_GLOB, read_scalars
+
+        files = sorted(Path(self.log_dir).glob(EVENT_GLOB))
+        if not files or not tags:
+            return {}
+        scalars = read_scalars(files)
+        out = {}
+        for tag in tags:
+            if tag in scalars:
+                steps, values = scalars[tag]
+                hits = values[steps == step]
+                if hits.size:
+                    out[tag] = float(hits[-1])
+        return out
 
     @property
     def experiment(self) -> Any:
