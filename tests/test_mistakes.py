@@ -120,7 +120,20 @@ def workdir(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("args, fragment", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+#: rows run by default: one or two per kind of mistake, and every row of the commands that need no torch
+#: (each fit row is a fresh process that imports torch and Lightning, ~5-10 s); the rest run with -m slow
+DEFAULT_ROWS = {"unknown-subcommand", "wrong-type", "abbreviated-flag", "missing-config", "malformed-yaml",
+                "binary-config", "strategy", "accumulate", "val_check_float", "ckpt-directory", "probe-constructor",
+                "hydra-k-beyond-layers", "olmo-output-is-file"}
+
+
+def _row(m: tuple) -> object:
+    light = m[1][0] in ("plot", "verify", "sweep", "compare")
+    marks = () if light or m[0] in DEFAULT_ROWS else (pytest.mark.slow,)
+    return pytest.param(*m[1:], id=m[0], marks=marks)
+
+
+@pytest.mark.parametrize("args, fragment", [_row(m) for m in MISTAKES])
 def test_mistake_one_line_exit_2(workdir, tmp_path, monkeypatch, args, fragment):
     cache = tmp_path / "cache"
     monkeypatch.setenv("HIERLATENT_CACHE", str(cache))
