@@ -95,6 +95,8 @@ MISTAKES = [
     # -- verify --
     ("verify-not-a-corpus", ["verify", "adir"], "adir"),
     ("verify-missing", ["verify", "/nonexistent"], "/nonexistent is not a directory"),
+    ("verify-no-args", ["verify"], "expected one corpus directory"),
+    ("verify-two-args", ["verify", "adir", "bdir"], "expected one corpus directory, got bdir"),
     # -- sweep and compare --
     ("sweep-no-args", ["sweep"], "required"),
     ("sweep-missing-file", ["sweep", "missing.yaml", "--output_dir", "out"], "missing.yaml does not exist"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hierlatent.corpora.integrity import DTYPES, META, read_meta, shard_problem
 from hierlatent.corpora.store import shard_path
-from hierlatent.errors import CorpusError
+from hierlatent.errors import ConfigError, CorpusError
 
 
 def verify_corpus(root: Path) -> tuple[list[str], int, int, bool]:
@@ -52,9 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         argv: arguments after ``verify`` (default: ``sys.argv[1:]``).
     """
     parser = argparse.ArgumentParser(
-        prog="hierlatent verify", description="Check a corpus's shards against the sizes and CRC-32s in its meta.json.")
-    parser.add_argument("corpus_dir", type=Path, help="corpus directory, e.g. ~/.cache/hierlatent/corpora/pcfg-<hash>")
-    args = parser.parse_args(argv)
+        prog="hierlatent verify", description="Check a corpus's shards against the sizes and CRC-32s in its meta.json.",
+        exit_on_error=False, allow_abbrev=False)
+    parser.add_argument("corpus_dir", type=Path, nargs="?", help="corpus directory, e.g. ~/.cache/hierlatent/corpora/pcfg-<hash>")
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except argparse.ArgumentError as exc:  # argparse would print the usage and exit; one line instead
+        raise ConfigError(f"{exc} (see hierlatent verify --help)") from None
+    if extra or args.corpus_dir is None:
+        raise ConfigError(f"verify: expected one corpus directory, got {' '.join(extra) or 'none'}"
+                          " (see hierlatent verify --help)")
     root = args.corpus_dir.expanduser()
     if not root.is_dir():
         raise CorpusError(f"corpus_dir: {root} is not a directory")
