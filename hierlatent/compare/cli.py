@@ -25,6 +25,7 @@ def compare(
     paired: bool | None = None,
     alternative: Literal["two-sided", "greater", "less"] = "two-sided",
     steps: Literal["all", "final"] = "all",
+    align: Literal["step", "index"] = "step",
 ) -> list[Path]:
     """Seed statistics and Holm-corrected tests between conditions; writes report.md, report.csv, summary.csv, effects.png.
 
@@ -37,11 +38,12 @@ def compare(
         paired: seeds are paired by design (paired t, Wilcoxon); default: what the sweep file says.
         alternative: two-sided, greater (a > b) or less (a < b).
         steps: all shared checkpoint steps, or only the final one (a smaller family).
+        align: match checkpoints by training step, or by their index (k-th checkpoint of each run: the same share of training when runs take different step counts).
 
     Returns:
         The files written.
     """
-    from hierlatent.compare.collect import parse_run_args, read_run, read_sweep, select_metrics
+    from hierlatent.compare.collect import align_by_index, parse_run_args, read_run, read_sweep, select_metrics
     from hierlatent.compare.report import write_report
     from hierlatent.compare.table import build_table
 
@@ -51,6 +53,9 @@ def compare(
     check_writable(out, "--output_dir")
     data, sweep_paired, notes = read_sweep(Path(sweep_dir)) if sweep_dir is not None else ([], False, [])
     data += [read_run(c, None, p) for c, p in parse_run_args(list(runs))]
+    if align == "index":
+        align_by_index(data)
+        notes.append("checkpoints aligned by index: the step column is the k-th checkpoint of each run (0 = first)")
     groups: dict[str, list] = {}
     for run in data:
         groups.setdefault(run.condition, []).append(run)

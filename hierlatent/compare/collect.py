@@ -138,6 +138,19 @@ def read_sweep(sweep_dir: Path) -> tuple[list[RunData], bool, list[str]]:
     return runs, bool(manifest.get("paired", False)), notes
 
 
+def align_by_index(runs: list[RunData]) -> None:
+    """Re-key every run's steps by their rank among its checkpoint steps (0 = first probe point, ...).
+
+    For conditions whose runs take different step counts (corpora of different lengths, e.g. PCFG 1,248
+    vs n-gram 1,258 steps for the same token budget), the k-th checkpoint of every run is the same share of
+    training; ``--align index`` compares those.
+    """
+    for run in runs:
+        steps = sorted({s for values in run.metrics.values() for s in values})
+        rank = {s: i for i, s in enumerate(steps)}
+        run.metrics = {m: {rank[s]: v for s, v in values.items()} for m, values in run.metrics.items()}
+
+
 def parse_run_args(items: list[str]) -> list[tuple[str, Path]]:
     """``--runs CONDITION=PATH ...`` -> [(condition, path)]; a PATH alone is grouped by its parent's name."""
     out = []

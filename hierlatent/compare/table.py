@@ -67,6 +67,7 @@ def build_table(groups: dict[str, list[RunData]], metrics: list[str], pairs: lis
     """
     pairs = pairs or list(itertools.combinations(groups, 2))
     rows, summary, notes = [], [], []
+    dropped_notes: dict[tuple, list[str]] = {}
     for cond, runs in groups.items():
         if len(runs) < 2:
             notes.append(f"condition {cond} has {len(runs)} seed(s): no test can involve it (need >= 2)")
@@ -82,11 +83,15 @@ def build_table(groups: dict[str, list[RunData]], metrics: list[str], pairs: lis
             sa, sb = _steps(groups[a], metric), _steps(groups[b], metric)
             common = sorted(sa & sb)
             dropped = sorted((sa | sb) - set(common))
-            if dropped and common:
-                notes.append(f"{metric} ({a} vs {b}): steps {dropped} are not shared and were dropped")
+            if dropped:
+                dropped_notes.setdefault((a, b, tuple(dropped)), []).append(metric)
             for step in common[-1:] if final_only else common:
                 rows.append(_row(metric, step, a, b, _values(groups[a], metric, step),
                                  _values(groups[b], metric, step), paired, alternative))
+    for (a, b, dropped), names in dropped_notes.items():
+        which = names[0] if len(names) == 1 else f"{len(names)} metrics ({names[0]}, ...)"
+        notes.append(f"{which}, {a} vs {b}: steps {list(dropped)} are not shared and were dropped"
+                     " (runs of different lengths can be matched by checkpoint with --align index)")
     for column, source in (("p_holm", "p_primary"), ("p_holm_rank", "p_wilcoxon" if paired else "p_mwu")):
         for row, p in zip(rows, holm([r[source] for r in rows])):
             row[column] = p

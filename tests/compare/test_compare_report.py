@@ -196,3 +196,19 @@ def test_flatten_names_scalars_entries_and_maxima():
     assert out["hydra.mcgrath.compensation[0]"] == 0.5 and math.isnan(out["hydra.mcgrath.compensation[1]"])
     assert out["query_fv.n_pairs"] == 32
     assert not any(k.startswith(("step", "tokens", "probe_seconds", "induction", "hydra.mcgrath.matrix")) for k in out)
+
+
+def test_align_by_index_matches_runs_of_different_lengths(tmp_path):
+    sw = tmp_path / "sw"
+    for seed, v in enumerate([0.1, 0.3]):
+        _fake_run(sw, "x", seed, {0: {"induction": {"standard": 0.0}}, 125: {"induction": {"standard": v}}})
+        _fake_run(sw, "y", seed, {0: {"induction": {"standard": 0.0}}, 126: {"induction": {"standard": v + 1}}})
+    runs = [{"condition": c, "seed": s, "status": "finished", "log_dir": str(sw / c / f"seed-{s}")}
+            for c in ("x", "y") for s in (0, 1)]
+    (sw / "manifest.json").write_text(json.dumps({"runs": runs}))
+    run_hierlatent(["compare", str(sw), "--output_dir", "r", "--steps", "final"], cwd=tmp_path)
+    assert [int(r["step"]) for r in _rows(tmp_path / "r" / "report.csv")] == [0]  # only step 0 is shared
+    assert "--align index" in (tmp_path / "r" / "report.md").read_text()
+    run_hierlatent(["compare", str(sw), "--output_dir", "r2", "--steps", "final", "--align", "index"], cwd=tmp_path)
+    (r,) = _rows(tmp_path / "r2" / "report.csv")
+    assert int(r["step"]) == 1 and float(r["diff"]) == pytest.approx(-1.0)
