@@ -189,8 +189,9 @@ def _has_tb(d: Path) -> bool:
 def load_sweep(root: Path) -> list[tuple[str, list[Source]]]:
     """``--sweep D``: (condition title, seed runs) for every ``D/<condition>/seed-<s>/`` fit run.
 
-    Conditions keep the manifest's order (``D/manifest.json``), else name order; runs the manifest marks
-    ``failed`` are left out. Seeds are in numeric order.
+    Conditions keep the manifest's order (``D/manifest.json``), else name order; runs the manifest does not
+    mark ``finished`` (failed, still running, killed) are left out, so no band mixes partial curves. Seeds
+    are in numeric order.
 
     Args:
         root: the sweep output directory.
@@ -207,7 +208,7 @@ def load_sweep(root: Path) -> list[tuple[str, list[Source]]]:
             entries = json.loads(manifest.read_text()).get("runs", [])
         except (OSError, ValueError, AttributeError) as exc:
             raise ConfigError(f"--sweep: cannot read {manifest}: {exc}") from exc
-        failed = {(e.get("condition"), e.get("seed")) for e in entries if e.get("status") == "failed"}
+        failed = {(e.get("condition"), e.get("seed")) for e in entries if e.get("status") != "finished"}
         order = list(dict.fromkeys(e.get("condition") for e in entries))
     conds = sorted((d for d in Path(root).iterdir() if d.is_dir()), key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
     groups = []
