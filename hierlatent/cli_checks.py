@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from argparse import ArgumentError
 from pathlib import Path
@@ -231,3 +232,28 @@ def silence_noise() -> None:
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
+def expand_list_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``--runs a b --runs c`` -> ``--runs '["a", "b", "c"]'`` for each list flag in ``flags`` (jsonargparse wants one
+    list value; ``--flag=x`` and a JSON list as given pass through)."""
+    out, values = [], {}
+    i = 0
+    while i < len(argv):
+        flag, _, inline = argv[i].partition("=")
+        if flag not in flags or (inline or (argv[i + 1] if i + 1 < len(argv) else "")).startswith("["):
+            out.append(argv[i])
+            i += 1
+            continue
+        items = [inline] if inline else []
+        i += 1
+        while not inline and i < len(argv) and not argv[i].startswith("--"):
+            items.append(argv[i])
+            i += 1
+        if flag not in values:
+            values[flag] = []
+            out += [flag, ""]  # placeholder filled below, at the first occurrence
+        values[flag] += items
+    for flag, items in values.items():
+        out[out.index(flag) + 1] = json.dumps(items)
+    return out

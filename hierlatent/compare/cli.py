@@ -77,24 +77,6 @@ def _pair(text: str, groups: dict) -> tuple[str, str]:
     return a, b
 
 
-def _listify(argv: list[str]) -> list[str]:
-    """``--runs a b`` -> ``--runs '[a, b]'`` (space-separated values for the list flags)."""
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] in _LIST_FLAGS:
-            j = i + 1
-            while j < len(argv) and not argv[j].startswith("--"):
-                j += 1
-            import json
-
-            out += [argv[i], json.dumps(argv[i + 1:j])]
-            i = j
-        else:
-            out.append(argv[i])
-            i += 1
-    return out
-
-
 def main(argv: list[str]) -> int:
     """``hierlatent compare`` entry point (flags from the signature of ``compare``).
 
@@ -103,12 +85,14 @@ def main(argv: list[str]) -> int:
     """
     from jsonargparse import ArgumentParser
 
+    from hierlatent.cli_checks import expand_list_flags
+
     parser = ArgumentParser(prog="hierlatent compare", description=compare.__doc__.splitlines()[0],
                             exit_on_error=False, allow_abbrev=False)
     parser.add_argument("sweep_dir", type=Path, nargs="?", help="a `hierlatent sweep` output directory.")
     parser.add_function_arguments(compare, skip={"sweep_dir"})
     try:
-        cfg = parser.parse_args(_listify(list(argv)))
+        cfg = parser.parse_args(expand_list_flags(list(argv), _LIST_FLAGS))
     except Exception as exc:  # noqa: BLE001 — jsonargparse's ArgumentError: one line naming the flag
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise ConfigError(f"{message} (see hierlatent compare --help)") from None

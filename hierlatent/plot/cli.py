@@ -8,7 +8,6 @@ both mean ``--runs '[a, b]'``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -153,26 +152,9 @@ def _draw(sources, groups, figures, width, max_columns, xscale, smooth, paper_pa
 
 def _expand_list_flags(argv: list[str]) -> list[str]:
     """``--runs a b --runs c`` -> ``--runs '["a", "b", "c"]'`` (jsonargparse wants one list value)."""
-    out, values = [], {}
-    i = 0
-    while i < len(argv):
-        flag, _, inline = argv[i].partition("=")
-        if flag not in _LIST_FLAGS or (inline or (argv[i + 1] if i + 1 < len(argv) else "")).startswith("["):
-            out.append(argv[i])
-            i += 1
-            continue
-        items = [inline] if inline else []
-        i += 1
-        while not inline and i < len(argv) and not argv[i].startswith("--"):
-            items.append(argv[i])
-            i += 1
-        if flag not in values:
-            values[flag] = []
-            out += [flag, ""]  # placeholder filled below, at the first occurrence
-        values[flag] += items
-    for flag, items in values.items():
-        out[out.index(flag) + 1] = json.dumps(items)
-    return out
+    from hierlatent.cli_checks import expand_list_flags
+
+    return expand_list_flags(argv, _LIST_FLAGS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,3 +199,15 @@ def tiny_model(arch: str, n_layers: int = 2, d_model: int = 16, n_heads: int = 2
 
 
 ARCHS = ("llama", "gpt2", "olmo", "olmo2", "neox")
+
+
+def forbid_sdpa(model, monkeypatch) -> None:
+    """Make ``model`` behave like an architecture without SDPA: the probes then stay eager (materialised masks)."""
+    real = model.set_attn_implementation
+
+    def no_sdpa(impl):
+        if impl == "sdpa":
+            raise ValueError("no SDPA")
+        return real(impl)
+
+    monkeypatch.setattr(model, "set_attn_implementation", no_sdpa)

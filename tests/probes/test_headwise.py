@@ -12,7 +12,7 @@ from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import probe_mode
 from hierlatent.probes.headwise import hydra_headwise
 from hierlatent.probes.hydra import HydraProbe
-from tests.probes.planted import _gpt2
+from tests.probes.planted import _gpt2, forbid_sdpa
 from tests.probes.reference_headwise import ref_hydra_headwise
 from tests.probes.reference_hydra_fv import tiny_model
 
@@ -45,14 +45,7 @@ def test_headwise_matches_reference(arch, ablation, positions, batch_size):
 def test_headwise_eager_attention_matches_reference(monkeypatch):
     """An architecture without SDPA stays eager: the "all" restarts tile its materialised [B, 1, T, T] masks."""
     model = tiny_model("llama", n_layers=3)
-    real = model.set_attn_implementation
-
-    def no_sdpa(impl):
-        if impl == "sdpa":
-            raise ValueError("no SDPA")
-        return real(impl)
-
-    monkeypatch.setattr(model, "set_attn_implementation", no_sdpa)
+    forbid_sdpa(model, monkeypatch)
     x = torch.randint(0, 1003, (3, 7), generator=torch.Generator().manual_seed(2))
     for positions in ("last", "all"):
         with probe_mode(model, eager=True):

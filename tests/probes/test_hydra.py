@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 from hierlatent.errors import ProbeError  # noqa: E402
 from hierlatent.probes.adapter import ModelAdapter, probe_mode  # noqa: E402
 from hierlatent.probes.hydra import HydraProbe, hydra_mcgrath, hydra_paper  # noqa: E402
+from tests.probes.planted import forbid_sdpa  # noqa: E402
 from tests.probes.reference_hydra_fv import ref_hydra_mcgrath, ref_hydra_paper, tiny_model  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "neox", "olmo"]
@@ -148,14 +149,7 @@ def test_mcgrath_matches_reference(arch, ablation, eager, positions, batch_size,
     rows, each from its own copy of the prefix cache."""
     model = tiny_model(arch, n_layers=3)
     if eager:  # an architecture without SDPA: the probe stays eager and tiles the [B, 1, T, T] masks
-        real = model.set_attn_implementation
-
-        def no_sdpa(impl):
-            if impl == "sdpa":
-                raise ValueError("no SDPA")
-            return real(impl)
-
-        monkeypatch.setattr(model, "set_attn_implementation", no_sdpa)
+        forbid_sdpa(model, monkeypatch)
     x = torch.randint(0, 1003, (5, 8), generator=torch.Generator().manual_seed(1))
     targets = None if arch in ("gpt2", "olmo") else x[:, -1]  # both target modes
     with probe_mode(model, eager=eager):  # as under ProbeRunner, which holds the model in eager mode
