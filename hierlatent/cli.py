@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _get_short_description
-from jsonargparse import class_from_function
+from lightning.pytorch.cli import LightningArgumentParser
 
+from hierlatent._lightning_compat import SubcommandCLI
 from hierlatent.callbacks.checkpoint import HFCheckpoint
 from hierlatent.commands import LIGHT_SUBCOMMANDS, light_main  # noqa: F401  (the table lives where no torch is imported)
 from hierlatent.cli_checks import (
@@ -39,8 +39,10 @@ DEFAULT_LOGGER = {
 }
 
 
-class HierlatentCLI(LightningCLI):
+class HierlatentCLI(SubcommandCLI):
     """LightningCLI over ``LanguageModel``, ``CorpusDataModule`` and ``HierlatentTrainer``."""
+
+    model_subcommands = MODEL_SUBCOMMANDS
 
     def __init__(self, args: Any = None, run: bool = True) -> None:
         """
@@ -75,56 +77,14 @@ class HierlatentCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("model.context_window", "data.context_window")
 
-    # -- subcommand plumbing (probe-olmo: hyphenated name, no model/data sections) ------------------
-    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
-        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
-        parser_subcommands = parser.add_subcommands()
-        trainer_class = self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
-        for subcommand in self.subcommands():
-            method = subcommand.replace("-", "_")
-            sub_kwargs = dict(kwargs.get(subcommand, {}))
-            sub_kwargs.setdefault("description", _get_short_description(getattr(trainer_class, method)))
-            sub_parser = self.init_parser(**sub_kwargs)
-            if subcommand in MODEL_SUBCOMMANDS:
-                self._add_arguments(sub_parser)
-            else:
-                self.add_default_arguments_to_parser(sub_parser)
-                sub_parser.add_lightning_class_args(self.trainer_class, "trainer")
-                sub_parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
-            added = sub_parser.add_method_arguments(trainer_class, method, skip=set(self.subcommands()[subcommand]))
-            self._subcommand_method_arguments[subcommand] = added
-            self._subcommand_parsers[subcommand] = sub_parser
-            parser_subcommands.add_subcommand(subcommand, sub_parser, help=sub_kwargs["description"])
-
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as exc:  # one line naming the key; an unknown flag gets the closest known one
             argv = list(sys.argv[1:] if args is None else args)
-            sub = self._subcommand_parsers.get(subcommand_of(argv) or "")
+            sub = self.subcommand_parser(subcommand_of(argv))
             options = [o for a in getattr(sub, "_actions", []) for o in a.option_strings if o.startswith("--")]
             raise ConfigError(parser_error_line(exc, argv, options)) from None
-
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI would silently replace the configured model by the checkpoint's hyper-parameters;
-        # hierlatent instead refuses a checkpoint of another model (``_check_ckpt_path``).
-        return
-
-    def instantiate_classes(self) -> None:
-        if self.subcommand in MODEL_SUBCOMMANDS or self.subcommand is None:
-            super().instantiate_classes()
-            return
-        self.config_init = self.parser.instantiate_classes(self.config)
-        self.model = self.datamodule = None
-        self.trainer = self.instantiate_trainer()
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        if subcommand in MODEL_SUBCOMMANDS:
-            super()._run_subcommand(subcommand)
-            return
-        args = self._subcommand_method_arguments[subcommand]
-        kwargs = {k: v for k, v in self.config_init[subcommand].items() if k in args}
-        getattr(self.trainer, subcommand.replace("-", "_"))(**kwargs)
 
     # -- validation before anything expensive ---------------------------------------------------
     def before_instantiate_classes(self) -> None:
@@ -159,10 +119,13 @@ class HierlatentCLI(LightningCLI):
         if self.trainer.is_global_zero:
             print_summary(self.trainer, self.model, self.datamodule)
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> HierlatentTrainer:
-        if self.subcommand == "fit":
-            callbacks = [*callbacks, *fit_callbacks(config)]
-        return super()._instantiate_trainer(config, callbacks)
+    def instantiate_trainer(self, **kwargs: Any) -> HierlatentTrainer:
+        if self.subcommand == "fit" and "callbacks" not in kwargs:
+            # fit's own callbacks after the configured ones (Lightning appends --checkpoint's callback to them)
+            config = {**self.config_init["fit"].get("trainer", {}), **kwargs}
+            own = config.get("callbacks") or []
+            kwargs["callbacks"] = [*(own if isinstance(own, list) else [own]), *fit_callbacks(config)]
+        return super().instantiate_trainer(**kwargs)
 
     def before_validate(self) -> None:
         self._check_run()

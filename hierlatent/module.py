@@ -94,7 +94,8 @@ class LanguageModel(L.LightningModule):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = _attached_trainer(self)
+        dm = getattr(trainer, "datamodule", None)
         special = getattr(dm, "special", None) or {}
         # give the exported HF config the corpus' special ids so generate()/pipelines stop at EOS
         for key in ("eos", "pad"):
@@ -109,10 +110,9 @@ class LanguageModel(L.LightningModule):
     def on_fit_start(self) -> None:
         self._last_log = None
         if self.device.type == "cuda":
-            from lightning.fabric.utilities.throughput import _plugin_to_compute_dtype, get_available_flops
+            from lightning.fabric.utilities.throughput import get_available_flops
 
-            dtype = _plugin_to_compute_dtype(self.trainer.precision_plugin)
-            self._peak_flops = get_available_flops(self.device, dtype)
+            self._peak_flops = get_available_flops(self.device, compute_dtype(self.trainer.precision))
 
     def on_train_start(self) -> None:
         # after the restore: a resumed run's step-0 references were logged by the run it resumes (and kept)
@@ -128,7 +128,7 @@ class LanguageModel(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._tokens_seen = int(checkpoint.get("hierlatent", {}).get("tokens_seen", 0))
-        if self._trainer is not None:
+        if _attached_trainer(self) is not None:
             # events written after this checkpoint by the killed run must disappear from TensorBoard
             for logger in self.loggers:
                 if hasattr(logger, "purge_from"):
@@ -141,7 +141,7 @@ class LanguageModel(L.LightningModule):
         loss = self(input_ids).loss
         # every rank takes the same branch (pure step arithmetic), so the all-reduce is DDP-safe; the logged
         # value is the loss of the whole global batch, identical for any world size at fixed global batch
-        if self.trainer._logger_connector.should_update_logs:
+        if is_logging_step(self.trainer):
             global_loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
             self.log("train/loss", global_loss, on_step=True, on_epoch=False, rank_zero_only=True)
             self._log_step_stats()
@@ -210,6 +210,43 @@ class LanguageModel(L.LightningModule):
         factor = make_schedule(hp.schedule, total, warmup, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def is_logging_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes this training step's logged values to the loggers (call before the optimizer step).
+
+    The same rule as Lightning's logger connector: every ``log_every_n_steps``-th step counted from 1, and the
+    step at which training stops; never with ``log_every_n_steps`` 0 (``tests/test_lightning_compat.py``
+    checks that the two agree at every step of a fit).
+
+    Args:
+        trainer: the fitting trainer.
+    """
+    every = trainer.log_every_n_steps
+    return bool(every) and ((trainer.global_step + 1) % every == 0 or trainer.should_stop)
+
+
+#: the dtype the matrix multiplications run in, by Lightning precision name (for the peak-FLOPs table)
+_PRECISION_DTYPES = {"64": torch.float64, "32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The compute dtype of a Lightning ``trainer.precision`` (``"bf16-mixed"`` -> bfloat16, ...; float32 otherwise).
+
+    Args:
+        precision: the trainer's precision name.
+    """
+    if str(precision).startswith("transformer-engine"):
+        return torch.int8  # FP8 matmuls: Lightning's FLOPs table lists them under int8
+    return _PRECISION_DTYPES.get(str(precision).split("-")[0], torch.float32)
+
+
+def _attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """``module.trainer``, or None when the module is used outside a trainer (the property raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
 
 
 class _Schedule:

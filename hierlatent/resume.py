@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hierlatent._lightning_compat import checkpoint_dir, last_checkpoints, writer_is_open
 from hierlatent.callbacks.checkpoint import _STEP
 from hierlatent.errors import CheckpointError
 
@@ -58,8 +59,8 @@ def _candidates(trainer: Any) -> tuple[set[Path], dict[Path, int]]:
     lasts: set[Path] = set()
     others: dict[Path, int] = {}
     for cb in trainer.checkpoint_callbacks:
-        lasts |= {Path(os.path.abspath(p)) for p in cb._find_last_checkpoints(trainer)}
-        folder = Path(os.path.abspath(cb._ModelCheckpoint__resolve_ckpt_dir(trainer)))  # where Lightning looks
+        lasts |= {Path(os.path.abspath(p)) for p in last_checkpoints(cb, trainer)}
+        folder = Path(os.path.abspath(checkpoint_dir(cb, trainer)))  # where Lightning looks
         for path in folder.glob("*.ckpt") if folder.is_dir() else ():
             match = _STEP.search(path.stem)
             if match:
@@ -91,7 +92,7 @@ def start_afresh(logger: Any, log_dir: Path, events: list[Path]) -> None:
         log_dir: the run directory.
         events: the ``events.out.tfevents.*`` files found there.
     """
-    if getattr(logger, "_experiment", None) is None:
+    if not writer_is_open(logger):
         for event_file in events:
             event_file.unlink(missing_ok=True)
     elif hasattr(logger, "purge_from"):

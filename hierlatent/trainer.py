@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
+from argparse import Namespace
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from hierlatent._lightning_compat import file_writer, reopen_writer, writer_is_open
 from hierlatent.errors import ConfigError
 
 try:
@@ -85,11 +88,7 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
             keep: tags whose value at exactly ``step`` survives the purge.
         """
         carried = self._values_at(int(step), keep) if rank_zero_only.rank == 0 else {}
-        self._kwargs["purge_step"] = int(step)
-        if self._experiment is not None:  # reopen: purge_step only acts when a writer is created
-            self._experiment.flush()
-            self._experiment.close()
-            self._experiment = None
+        reopen_writer(self, int(step))  # purge_step only acts when a writer is created
         if carried:
             self.log_metrics(carried, int(step))
 
@@ -114,7 +113,7 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
 
     @property
     def experiment(self) -> Any:
-        new = self._experiment is None
+        new = not writer_is_open(self)
         writer = super().experiment
         if new and rank_zero_only.rank == 0:
             writer.add_custom_scalars(CUSTOM_SCALARS)
@@ -124,17 +123,51 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        params = _convert_params(params)
+        params = _as_dict(params)
         self.hparams.update(params)  # saved to hparams.yaml by the parent's save()
-        flat = self._sanitize_params(_flatten_dict(params))
-        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+        flat = {k: _hparam_value(v) for k, v in flatten_params(params).items()}
         if metrics:
             self.log_metrics(metrics, step)
         # metric values are read from the scalar tags themselves: no placeholder scalar is written
         exp, ssi, sei = hparams(flat, {tag: 0.0 for tag in self.hparams_metrics})
-        writer = self.experiment._get_file_writer()
+        writer = file_writer(self.experiment)
         for summary in (exp, ssi, sei):
             writer.add_summary(summary, step)
+
+
+def _as_dict(params: Any) -> dict[str, Any]:
+    """Hyper-parameters as a dict (an ``argparse.Namespace`` or a mapping; None is empty)."""
+    if params is None:
+        return {}
+    return dict(vars(params) if isinstance(params, Namespace) else params)
+
+
+def flatten_params(params: Mapping[str, Any], parent: str = "") -> dict[str, Any]:
+    """Nested hyper-parameters as ``{"a/b": value}`` (mappings, namespaces and dataclasses are descended into).
+
+    Args:
+        params: the hyper-parameters.
+        parent: key prefix of this level.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{parent}/{key}" if parent else str(key)
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        elif isinstance(value, Namespace):
+            value = vars(value)
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _hparam_value(value: Any) -> int | float | str | bool:
+    """A value the HPARAMS tab takes: numpy scalars as Python numbers, non-primitives as their text."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
 class HierlatentTrainer(Trainer):

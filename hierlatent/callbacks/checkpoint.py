@@ -27,8 +27,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 
+from hierlatent._lightning_compat import StepCheckpoint
 from hierlatent.errors import ConfigError
 from hierlatent.io import _umask, atomic_directory, atomic_write_json
 
@@ -68,7 +68,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.unlink(tmp)
 
 
-class HFCheckpoint(ModelCheckpoint):
+class HFCheckpoint(StepCheckpoint):
     """Lightning checkpoints every N steps or every fraction of the planned steps, plus HF exports."""
 
     def __init__(
@@ -134,7 +134,7 @@ class HFCheckpoint(ModelCheckpoint):
         if self.every_fraction is not None:
             # resolved here, after the checkpoint restore: estimated_stepping_batches builds the train loader
             total = int(trainer.estimated_stepping_batches)
-            self._every_n_train_steps = max(1, round(self.every_fraction * total))
+            self.set_every_n_train_steps(max(1, round(self.every_fraction * total)))
         if self.export_hf and trainer.global_step > 0 and self._has_step_file(trainer.global_step):
             if not hf_dir(trainer, trainer.global_step).is_dir():
                 self._export(trainer)  # resumed from a checkpoint whose export the kill interrupted: finish it
@@ -146,13 +146,9 @@ class HFCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the final weights are always saved, even off the schedule (all ranks run this: collectives are safe)
-        if self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        self.save_now(trainer)
 
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
+    def checkpoint_saved(self, trainer: pl.Trainer, filepath: str) -> None:
         if self.export_hf and trainer.global_step not in self._exported:
             self._export(trainer)
 
@@ -167,8 +163,7 @@ class HFCheckpoint(ModelCheckpoint):
             except Exception:  # noqa: BLE001 — an export must never stop training or the other checkpoints
                 log.exception("HF export of step %d failed; training continues", trainer.global_step)
 
-    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        super()._remove_checkpoint(trainer, filepath)
+    def checkpoint_removed(self, trainer: pl.Trainer, filepath: str) -> None:
         match = _STEP.search(Path(filepath).stem)
         if match and not Path(filepath).stem.startswith(self.CHECKPOINT_NAME_LAST):
             path = hf_dir(trainer, int(match.group(1)))  # a collective under DDP: every rank computes it

@@ -145,14 +145,14 @@ class FlopsFreeSummary(ModelSummary):
         super().on_fit_start(trainer, pl_module)
 
     def summarize(self, summary_data: list, total_parameters: int, trainable_parameters: int, model_size: float,
-                  total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
-        from lightning.pytorch.utilities.model_summary.model_summary import (
-            _format_summary_table, get_human_readable_count,
-        )
+                  total_training_modes: dict[str, int], total_flops: int = 0, **kwargs: Any) -> None:
+        from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
+
+        from hierlatent._lightning_compat import summary_table
 
         columns = [c for c in summary_data if c[0] != "FLOPs"]  # per-layer FLOPs: 0 without an example input
-        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
-                                      total_flops, *columns)
+        table = summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                              total_flops, *columns)
         lines = [ln for ln in table.splitlines() if not ln.endswith("Total Flops")]
         if getattr(self, "_flops_per_token", None):
             lines.append(f"{get_human_readable_count(self._flops_per_token):<10}Training FLOPs per token (6N + attention)")

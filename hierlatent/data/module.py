@@ -15,11 +15,12 @@ whatever ``W`` is, as long as ``W·B`` is: the 2-process DDP run sees what a 1-p
 ``2B`` sees. Dataloader workers only fetch: the sampler runs in the main process and the ``DataLoader``
 keeps batch order, so any ``num_workers`` gives the same batches.
 
-Resume (checked against Lightning 2.6's fit/epoch loops). On restore Lightning sets its per-epoch batch
-counter to the batches already done and re-creates the train dataloader, expecting it to yield only the
-rest while ``len()`` stays the full epoch. ``state_dict()`` (which Lightning stores in the checkpoint)
-records the next (epoch, global window position): the epoch of the sampler's current iteration and
-Lightning's ``batch_progress.current.processed``; ``train_dataloader()`` hands it to one sampler, which
+Resume (public Lightning API only). On restore Lightning re-creates the train dataloader, expecting it to
+yield only the rest of the epoch while ``len()`` stays the full epoch. ``state_dict()`` (which Lightning
+stores in the checkpoint) records the next (epoch, global window position): the epoch of the sampler's
+current iteration and the training batches taken from it, counted by the data module's own
+``on_before_batch_transfer`` hook (Lightning calls it once for each batch it trains on, after any loader
+prefetch, so workers reading ahead do not count); ``train_dataloader()`` hands it to one sampler, which
 starts its first iteration there. Later epochs take their number from ``trainer.current_epoch``, not from
 Lightning's ``set_epoch`` (which runs one ahead after a restore from an epoch-end checkpoint). Resuming
 with another world size works when ``W·B`` divides the saved position.
@@ -139,6 +140,10 @@ class CorpusDataModule(pl.LightningDataModule):
         self.test_windows: TokenWindows | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, global window position) from a checkpoint
         self._train_sampler: TrainWindowSampler | None = None
+        # (sampler, its epoch, training batches taken in that epoch): where the sampler's iteration started
+        # (a restored position), and how far training has got since (on_before_batch_transfer)
+        self._started: tuple[TrainWindowSampler, int, int] | None = None
+        self._taken: tuple[TrainWindowSampler, int | None, int] | None = None
 
     # -- corpus ---------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -228,6 +233,7 @@ class CorpusDataModule(pl.LightningDataModule):
             start_position=position, epoch_source=self._trainer_epoch,
         )
         self._resume = None  # handed to this sampler; a reloaded dataloader (next epoch) must not replay it
+        self._started = (self._train_sampler, epoch, position // (world * self.batch_size))
         return self._loader(self.train_windows, self._train_sampler, _TrainLoader)
 
     def val_dataloader(self) -> DataLoader:
@@ -288,19 +294,42 @@ class CorpusDataModule(pl.LightningDataModule):
         if state_dict:
             self._resume = (int(state_dict["epoch"]), int(state_dict["position"]))
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the training batches the fit loop takes (Lightning calls this once for each batch it trains on).
+
+        Args:
+            batch: the batch, returned unchanged.
+            dataloader_idx: index of its dataloader.
+        """
+        if self.trainer is not None and self.trainer.training:
+            sampler = self._fit_sampler()
+            if isinstance(sampler, TrainWindowSampler):
+                self._taken = (sampler, sampler.iter_epoch, self._batches_taken(sampler) + 1)
+        return batch
+
+    def _fit_sampler(self) -> Any:
+        """The sampler of the loader the fit loop really iterates (not one made by a stray call)."""
+        if self.trainer is None:
+            return self._train_sampler
+        return getattr(self.trainer.train_dataloader, "sampler", self._train_sampler)
+
+    def _batches_taken(self, sampler: TrainWindowSampler) -> int:
+        """Training batches taken from ``sampler``'s current epoch, the restored start included."""
+        for record in (self._taken, self._started):
+            if record is not None and record[0] is sampler and record[1] == sampler.iter_epoch:
+                return record[2]
+        return 0
+
     def _next_position(self) -> tuple[int, int] | None:
-        trainer, sampler = self.trainer, self._train_sampler
-        if trainer is not None:  # the loader the fit loop really iterates (not one made by a stray call)
-            sampler = getattr(trainer.train_dataloader, "sampler", sampler)
+        sampler = self._fit_sampler()
         if not isinstance(sampler, TrainWindowSampler):
             return self._resume
-        if trainer is None or sampler.iter_epoch is None:
+        if self.trainer is None or sampler.iter_epoch is None:
             return sampler.pending_start() or self._resume
-        # Batches done in the sampler's current epoch: Lightning's per-epoch counter (restored on resume and
-        # reset before the next epoch's iterator starts). Its epoch counters are not used: after restarts
-        # they disagree with each other (see TrainWindowSampler.__iter__).
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= trainer.num_training_batches:
+        # The epoch is the sampler's (Lightning's epoch counters disagree with each other after restarts, see
+        # TrainWindowSampler.__iter__); a finished epoch resumes at the start of the next one.
+        done = self._batches_taken(sampler)
+        if done >= self.trainer.num_training_batches:
             return sampler.iter_epoch + 1, 0
         return sampler.iter_epoch, done * sampler.num_replicas * self.batch_size
 
