@@ -3,8 +3,10 @@
 Paper protocol (the authors' later code): a source prompt ``[s1 v1 o1 C s1 v1]`` (answer o1) and a
 target prompt ``[s2 v2 o2 C s2 v2]`` (answer o2). Cache every attention layer's output at the last
 position of the source run; at layer l add it to the target run's attention output at the last position;
-improvement_l = patched logit(o2) − clean logit(o2), averaged over pairs. All (layer, pair) patches run
-as rows of one batch, a hook adding the cached vector only in its own row's layer.
+improvement_l = patched logit(o2) − clean logit(o2), averaged over pairs. The patch touches only the last
+position, so every patched run shares the clean target's prefix: it runs once with a KV cache, and the clean
+read-out and the L patches of a prompt are rows of one one-token step, a hook adding the cached vector only in
+its own row's layer (L + 1 one-token rows instead of L + 1 full prompts per pair).
 
 Todd et al. on the PCFG vocabulary. ICL task (ours, since the PCFG has none): the object with the
 subject's index, f(s) = object_lo + (s − subject_lo) mod n_objects. A prompt is ``n_shots``
@@ -30,6 +32,7 @@ from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.base import Probe
 from hierlatent.probes.intervene import chunks, hooks, model_device, output_tensor, sdpa_probe_mode, with_output
+from hierlatent.probes.mcgrath import _cache_kwarg
 
 
 def out_proj(attention: nn.Module) -> nn.Module:
@@ -53,34 +56,21 @@ def paper_prompts(pairs: Tensor, connector: int) -> tuple[Tensor, Tensor, Tensor
     return src, pairs[:, 2], tgt, pairs[:, 5]
 
 
-def _attn_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, gold: Tensor,
-               row_layer: Tensor | None = None, add: Tensor | None = None,
-               batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """Attention outputs at the last position ``[R, L, d]`` and logit(gold) ``[R]``.
-
-    Row r adds ``add[r]`` [d] to attention layer ``row_layer[r]``'s output at the last position.
-    """
-    L, attn, logit = adapter.n_layers, [], []
+def _attn_last(model: nn.Module, adapter: ModelAdapter, ids: Tensor, batch_size: int = 64) -> Tensor:
+    """Every attention layer's output at the last position ``[R, L, d]``."""
+    L, attn = adapter.n_layers, []
     for sl in chunks(ids.shape[0], batch_size):
         got: list[Tensor | None] = [None] * L
-        rows = None if row_layer is None else row_layer[sl].cpu()  # checked on the host: no device sync
 
         def make(l: int):
             def fn(module, args, output):
-                a = output_tensor(output)
-                if rows is not None and bool((rows == l).any()):
-                    a = a.clone()
-                    a[:, -1] += torch.where((rows == l).to(a.device)[:, None], add[sl].to(a.dtype), 0.0)
-                    output = with_output(output, a)
-                got[l] = a[:, -1]
-                return output
+                got[l] = output_tensor(output)[:, -1]
             return fn
 
         with hooks(*[(adapter.attention(l), "forward", make(l)) for l in range(L)]):
-            logits = model(input_ids=ids[sl], use_cache=False, logits_to_keep=1).logits[:, -1]
-        logit.append(logits.gather(-1, gold[sl, None])[:, 0])
+            model(input_ids=ids[sl], use_cache=False, logits_to_keep=1)
         attn.append(torch.stack(got, 1))
-    return torch.cat(attn), torch.cat(logit)
+    return torch.cat(attn)
 
 
 def fv_paper(model: nn.Module, pairs: Tensor, connector: int = 950, batch_size: int = 64) -> list[float]:
@@ -102,19 +92,40 @@ def fv_paper_pairs(model: nn.Module, pairs: Tensor, connector: int = 950, batch_
         model: HF causal LM.
         pairs: ``[P, 6]`` rows ``[s1 v1 o1 s2 v2 o2]``.
         connector: the connector token C.
-        batch_size: rows per forward pass.
+        batch_size: prompts per forward pass (the patch step runs L + 1 one-token rows per prompt).
     """
     adapter = ModelAdapter.from_model(model)
-    L = adapter.n_layers
-    src, gold_src, tgt, gold = (t.to(model_device(model)) for t in paper_prompts(pairs, connector))
+    src, _, tgt, gold = (t.to(model_device(model)) for t in paper_prompts(pairs, connector))
     P = src.shape[0]
     with sdpa_probe_mode(model):
-        cache, _ = _attn_last(model, adapter, src, gold_src, batch_size=batch_size)  # [P, L, d]
-        _, clean = _attn_last(model, adapter, tgt, gold, batch_size=batch_size)  # [P]
-        row_layer = torch.arange(L).repeat_interleave(P)  # rows (l, p), l-major (host: hooks test it)
-        add = cache.transpose(0, 1).reshape(L * P, -1)  # [L, P, d] -> [L*P, d]
-        _, patched = _attn_last(model, adapter, tgt.repeat(L, 1), gold.repeat(L), row_layer, add, batch_size)
-        return patched.double().view(L, P) - clean.double()[None]
+        vectors = _attn_last(model, adapter, src, batch_size)  # [P, L, d]
+        # batch_size prompts per step (L + 1 one-token rows each): at 6-token prompts a pass costs mostly its
+        # read of every weight, so few wide passes beat many narrow ones
+        logit = torch.cat([_patched_step(model, adapter, tgt[sl], gold[sl], vectors[sl])
+                           for sl in chunks(P, batch_size)])  # [P, 1 + L]
+        return (logit[:, 1:] - logit[:, :1]).double().T
+
+
+def _patched_step(model: nn.Module, adapter: ModelAdapter, tgt: Tensor, gold: Tensor, vectors: Tensor) -> Tensor:
+    """logit(gold) ``[B, 1 + L]`` of B target prompts: clean (column 0) and with ``vectors[:, l]`` added to
+    attention layer l's output at the last position (column 1 + l), as one-token steps after a cached prefix."""
+    B, R = tgt.shape[0], adapter.n_layers + 1
+    prefix = model(input_ids=tgt[:, :-1], use_cache=True, logits_to_keep=1)
+    cache = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]  # renamed in transformers 5.2x
+    cache.batch_repeat_interleave(R)  # row b·R + r continues prompt b as variant r (0 = clean, 1 + l = patch l)
+    variant = torch.arange(R).repeat(B)  # on the host: the hooks test it without a device sync
+
+    def make(l: int):
+        def fn(module, args, output):
+            a = output_tensor(output).clone()  # [B·R, 1, d]
+            a[(variant == l + 1).to(a.device), -1] += vectors[:, l].to(a.dtype)
+            return with_output(output, a)
+        return fn
+
+    with hooks(*[(adapter.attention(l), "forward", make(l)) for l in range(R - 1)]):
+        logits = model(input_ids=tgt[:, -1:].repeat_interleave(R, 0), **{_cache_kwarg(model): cache},
+                       use_cache=True, logits_to_keep=1).logits[:, -1]
+    return logits.gather(-1, gold.repeat_interleave(R)[:, None]).view(B, R)
 
 
 # -- Todd et al. 2024 ----------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_planted_uniform_attention_known_improvement():
     assert (gains > 0).all()
     got = fv_paper(model, pairs, batch_size=3)
     assert got[0] == pytest.approx(float(gains.mean()), rel=1e-5)  # HF norms compute in float32
-    assert got[1] == 0.0
+    assert got[1] == pytest.approx(0.0, abs=1e-12)  # rows of one batch may round apart (float64)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
