@@ -96,7 +96,7 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
         """The last value each tag has at ``step`` in this run directory's event files (as TensorBoard merges them)."""
         from pathlib import Path
 
-        from hierlatent.plot.sources import EVENT_GLOB, read_scalars
+        from hierlatent.events import EVENT_GLOB, read_scalars
 
         files = sorted(Path(self.log_dir).glob(EVENT_GLOB))
         if not files or not tags:

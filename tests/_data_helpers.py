@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, tail_vocabulary
 from hierlatent.data import CorpusDataModule, TokenWindows
 
 TEST_BASE = 40000
@@ -34,9 +34,7 @@ class PositionCorpus(CorpusGenerator):
         super().__init__(seed)
 
     def vocabulary(self) -> Vocabulary:
-        size = TEST_BASE + sum(TEST_SHARDS) + 3
-        tokens = tuple(f"t{i}" for i in range(size - 3)) + ("[EOS]", "[UNK]", "[PAD]")
-        return Vocabulary(tokens, {"eos": size - 3, "unk": size - 2, "pad": size - 1})
+        return tail_vocabulary([f"t{i}" for i in range(TEST_BASE + sum(TEST_SHARDS))])
 
     def shard_counts(self) -> dict[str, int]:
         return {"train": len(TRAIN_SHARDS), "test": len(TEST_SHARDS)}

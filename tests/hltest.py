@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, tail_vocabulary
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -34,8 +34,7 @@ class RandomTokens(CorpusGenerator):
         self.vocab, self.train_tokens, self.test_tokens = vocab, train_tokens, test_tokens
 
     def vocabulary(self) -> Vocabulary:
-        tokens = tuple(f"t{i}" for i in range(self.vocab)) + ("[EOS]", "[UNK]", "[PAD]")
-        return Vocabulary(tokens, {"eos": self.vocab, "unk": self.vocab + 1, "pad": self.vocab + 2})
+        return tail_vocabulary([f"t{i}" for i in range(self.vocab)])
 
     def shard_counts(self) -> dict[str, int]:
         return {"train": 1, "test": 1}

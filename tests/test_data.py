@@ -11,15 +11,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers import the same way with or without tests/__init__.py
 from _data_helpers import TEST_BASE, TRAIN_SHARDS, PositionCorpus, attached_module, fit_recorder, split_arrays  # noqa: E402
-from hierlatent.data import (  # noqa: E402
-    CorpusDataModule,
-    EvalWindowSampler,
-    TokenWindows,
-    TrainWindowSampler,
-    epoch_key,
-    feistel_permutation,
-    random_offsets,
-)
+from hierlatent._splitmix import epoch_key, feistel_permutation, random_offsets  # noqa: E402
+from hierlatent.data import CorpusDataModule, EvalWindowSampler, TokenWindows, TrainWindowSampler  # noqa: E402
 from hierlatent.errors import ConfigError  # noqa: E402
 
 N_TRAIN = sum(TRAIN_SHARDS)

@@ -93,7 +93,7 @@ def read_run(condition: str, seed: int | None, path: Path) -> RunData:
         seed: its seed (None when unknown).
         path: the run's log directory.
     """
-    from hierlatent.plot.sources import read_scalars
+    from hierlatent.events import EVENT_GLOB, read_scalars
 
     if not path.is_dir():
         raise ConfigError(f"run directory {path} does not exist")
@@ -102,7 +102,7 @@ def read_run(condition: str, seed: int | None, path: Path) -> RunData:
     for step, doc in docs.items():
         for name, value in flatten(doc).items():
             run.metrics.setdefault(name, {})[step] = value
-    events = sorted(path.glob("events.out.tfevents.*"))
+    events = sorted(path.glob(EVENT_GLOB))
     scalars = read_scalars(events) if events else {}
     steps = sorted(docs) or (scalars["val/loss"][0].tolist() if "val/loss" in scalars else [])
     for tag, name in (("train/loss", "loss/train"), ("val/loss", "loss/val")):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hierlatent.corpora._splitmix import GOLDEN as _GAMMA
-from hierlatent.corpora._splitmix import finalise as mix64
+from hierlatent._splitmix import GOLDEN as _GAMMA
+from hierlatent._splitmix import finalise as mix64
 
 HASH_BASE = 0xD6E8FEB86659FD93  # odd multiplier of the polynomial prefix hash
 LENGTH_SALT = 0x632BE59BD9B4E019  # the window length enters the hash, so windows of different lengths differ

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hierlatent.corpora._splitmix import GOLDEN, finalise
+from hierlatent._splitmix import GOLDEN, finalise
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 _TO_UNIT = 2.0 ** -53
@@ -30,7 +30,7 @@ TAG_SENTENCES = 3  # stream tags 0..2 shuffle the three roles; 3 + copy drives a
 
 @numba.njit(cache=True, inline="always")
 def mix(x):
-    """splitmix64 of one state: the keyed hash used to derive stream keys (same as ``permutation._splitmix64``)."""
+    """splitmix64 of one state: the keyed hash used to derive stream keys (``hierlatent._splitmix.splitmix64`` compiled)."""
     return finalise(x + GOLDEN)
 
 

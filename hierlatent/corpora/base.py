@@ -7,9 +7,10 @@ is stored on ``self`` under the same name so ``hparams()`` can record it in ``me
 Generation is sharded: a split is a sequence of shards, and ``generate_shard(split, i, context)`` is a
 pure function of (config, split, i, context). That is what makes the output byte-identical whatever
 the number of worker processes, lets shards run in parallel, and lets a killed run resume by keeping
-finished shards. ``prepare_context`` builds per-process read-only state once (e.g. the PCFG test-split
-sentence set that training sentences must avoid). Splits are generated in ``split_order`` so a later
-split's context may read an earlier, finished split from ``corpus_dir``.
+finished shards. ``prepare_context`` builds read-only state once per split, which the store hands to
+every worker (picklable; e.g. the PCFG test-split sentence set that training sentences must avoid).
+Splits are generated in ``split_order`` so a later split's context may read an earlier, finished split
+from ``corpus_dir``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import inspect
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,6 +32,8 @@ from hierlatent.errors import ConfigError
 SPLITS = ("train", "test")
 #: the split's number in every generator's random-stream key (seed, split, …): changing it changes every corpus
 SPLIT_IDS = {"train": 1, "test": 2}
+#: the special tokens after every vocabulary's content, in id order (``tail_vocabulary``): ``[EOS] [UNK] [PAD]``
+SPECIAL_TAIL = ("eos", "unk", "pad")
 
 
 #: role names a generator may declare in ``Vocabulary.roles`` (docs/theory.md, "Vocabulary roles")
@@ -107,7 +111,7 @@ class CorpusGenerator(ABC):
         """Best achievable loss (nats/token) this generator can compute or bound; keys documented per class."""
 
     def prepare_context(self, corpus_dir: Path, split: str) -> Any:
-        """Per-process read-only state for generating ``split`` (default: none)."""
+        """Read-only state for generating ``split``, built once and given to every shard (default: none)."""
         return None
 
     # -- shared machinery ---------------------------------------------------------------------
@@ -135,9 +139,25 @@ class CorpusGenerator(ABC):
         return f"{self.name}-{self.config_hash()}"
 
 
-def tail_roles(n_content: int, **roles: tuple[int, int]) -> dict[str, tuple[int, int]]:
-    """Roles of a vocabulary laid out as ``n_content`` content ids then ``[EOS] [UNK] [PAD]`` (plus ``roles``)."""
-    return {**roles, "content": (0, n_content), "special": (n_content, n_content + 3)}
+def tail_vocabulary(tokens: Sequence[str], n_content: int | None = None, special: Mapping[str, int] | None = None,
+                    **roles: tuple[int, int]) -> Vocabulary:
+    """Every generator's layout: ``tokens`` then the special tail ``[EOS] [UNK] [PAD]`` (``SPECIAL_TAIL``).
+
+    ``special`` gets the tail's ids (``eos``, ``unk``, ``pad``) and ``roles`` the ``content`` range (the first
+    ``n_content`` ids) and the ``special`` range (the tail).
+
+    Args:
+        tokens: the token strings before the tail.
+        n_content: how many leading tokens are content words (default: all of ``tokens``; the toy corpus's
+            ``[QUERY]`` cue sits after its content and before the tail).
+        special: special ids of ``tokens`` themselves, e.g. ``{"query": id}``.
+        roles: the generator's own roles (name -> half-open id range).
+    """
+    n = len(tokens)
+    tail = {name: n + i for i, name in enumerate(SPECIAL_TAIL)}
+    spans = {**roles, "content": (0, n if n_content is None else n_content), "special": (n, n + len(SPECIAL_TAIL))}
+    return Vocabulary(tuple(tokens) + tuple(f"[{name.upper()}]" for name in SPECIAL_TAIL), {**(special or {}), **tail},
+                      spans)
 
 
 def entropy(p: np.ndarray) -> float:

@@ -22,9 +22,8 @@ import numba
 import numpy as np
 
 from hierlatent.corpora._grammar_compile import CompiledGrammar, compile_grammar
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, entropy, tail_roles
+from hierlatent.corpora.base import SPLIT_IDS, CorpusGenerator, Vocabulary, check_int, entropy, tail_vocabulary
 from hierlatent.errors import GrammarError
-from hierlatent.corpora.base import SPLIT_IDS
 
 
 class GrammarCorpus(CorpusGenerator):
@@ -74,9 +73,7 @@ class GrammarCorpus(CorpusGenerator):
         return params
 
     def vocabulary(self) -> Vocabulary:
-        t = self.grammar.terminals
-        return Vocabulary(tuple(t) + ("[EOS]", "[UNK]", "[PAD]"), {"eos": len(t), "unk": len(t) + 1, "pad": len(t) + 2},
-                          tail_roles(len(t)))
+        return tail_vocabulary(self.grammar.terminals)
 
     def _n_docs(self, split: str) -> int:
         return self.n_documents if split == "train" else self.n_test_documents

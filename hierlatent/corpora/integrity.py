@@ -7,7 +7,8 @@ and intact; the finished corpus records all of them in ``meta.json`` (``shard_cr
 every open (cheap), checksums when shards are reused to finish an interrupted corpus and by
 ``hierlatent verify``.
 
-Standard library, numpy-free and torch-free: ``hierlatent verify`` imports only this and the store's paths.
+Standard library, numpy-free and torch-free: ``hierlatent verify`` imports only this. The shard layout
+(``shard_path``) lives here too, so a generator that reads an earlier split (PCFG) needs no store import.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ def crc32_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             crc = zlib.crc32(chunk, crc)
     return f"{crc & 0xFFFFFFFF:08x}"
+
+
+def shard_path(root: Path, split: str, index: int) -> Path:
+    """``root/<split>/shard-<index:05d>.bin``: where shard ``index`` of ``split`` lives in a corpus directory.
+
+    Args:
+        root: the corpus directory.
+        split: the split name.
+        index: the shard's number in the split.
+    """
+    return root / split / f"shard-{index:05d}.bin"
 
 
 def sidecar_path(shard: Path) -> Path:

@@ -48,10 +48,9 @@ import math
 import numpy as np
 
 from hierlatent.corpora import _ngram_kernels as K
-from hierlatent.corpora.base import (CorpusGenerator, Vocabulary, check_int, check_nonnegative, check_positive,
-                                     tail_roles)
+from hierlatent.corpora.base import (SPLIT_IDS, CorpusGenerator, Vocabulary, check_int, check_nonnegative,
+                                     check_positive, tail_vocabulary)
 from hierlatent.errors import ConfigError
-from hierlatent.corpora.base import SPLIT_IDS
 
 GUIDE_SIZE = 1024  # guide-table entries per context (a power of two, so k/GUIDE_SIZE <= u is exact)
 
@@ -110,7 +109,7 @@ class NGramCorpus(CorpusGenerator):
         self._tables: dict[str, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
-        # shipped to every worker task: leave the ~20 MB tables behind (prepare_context rebuilds them once per process)
+        # shipped to every worker task: leave the ~20 MB tables behind (they reach a worker once, as the split's context)
         return {**self.__dict__, "_tables": None}
 
     # -- layout ---------------------------------------------------------------------------------------
@@ -119,9 +118,7 @@ class NGramCorpus(CorpusGenerator):
         return self.n_words
 
     def vocabulary(self) -> Vocabulary:
-        tokens = tuple(f"t{i}" for i in range(self.n_words)) + ("[EOS]", "[UNK]", "[PAD]")
-        n = self.n_words
-        return Vocabulary(tokens, {"eos": n, "unk": n + 1, "pad": n + 2}, tail_roles(n))
+        return tail_vocabulary([f"t{i}" for i in range(self.n_words)])
 
     def _n_sent(self, split: str) -> int:
         return self.n_sentences if split == "train" else self.n_test_sentences
@@ -157,7 +154,7 @@ class NGramCorpus(CorpusGenerator):
         return self._tables
 
     def prepare_context(self, corpus_dir, split: str) -> dict[str, np.ndarray]:
-        """The tables, built once per worker process (the store caches this)."""
+        """The tables: the store builds them once per split and hands them to each generation worker once."""
         return self.tables()
 
     # -- generation -----------------------------------------------------------------------------------

@@ -32,12 +32,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hierlatent._splitmix import epoch_key, feistel_permutation, splitmix64
 from hierlatent.corpora import _pcfg_kernels as K
-from hierlatent.corpora.base import (CorpusGenerator, Vocabulary, check_distribution, check_int, check_positive,
-                                     check_probability, entropy, tail_roles)
-from hierlatent.data.permutation import epoch_key, feistel_permutation
+from hierlatent.corpora.base import (SPLIT_IDS, CorpusGenerator, Vocabulary, check_distribution, check_int,
+                                     check_positive, check_probability, entropy, tail_vocabulary)
+from hierlatent.corpora.integrity import shard_path
 from hierlatent.errors import ConfigError, CorpusError
-from hierlatent.corpora.base import SPLIT_IDS
 
 MAX_TRIES = 100_000  # consecutive rejected draws before a training sentence is declared impossible
 MAX_BITMAP_BITS = 2**30  # 128 MB: above it the test table hashes the 3-token sentences too
@@ -182,8 +182,7 @@ class PCFGDocuments(CorpusGenerator):
         e = self.eos_id
         o = [int(x) for x in self.offsets]
         roles = {name: (o[i], o[i + 1]) for i, name in enumerate(("subjects", "verbs", "objects", "connectors"))}
-        return Vocabulary(tuple(f"t{i}" for i in range(e)) + ("[EOS]", "[UNK]", "[PAD]"),
-                          {"eos": e, "unk": e + 1, "pad": e + 2}, tail_roles(e, **roles))
+        return tail_vocabulary([f"t{i}" for i in range(e)], **roles)
 
     def _n_docs(self, split: str) -> int:
         return self.n_documents if split == "train" else self.n_test_documents
@@ -270,7 +269,7 @@ class PCFGDocuments(CorpusGenerator):
     def permutations(self, split: str, base: int) -> np.ndarray:
         """The base document's permutations ``[3, max_n]`` (row r: rank index -> id offset within role r)."""
         perm = np.empty((K.N_ROLES, int(self.sizes.max())), dtype=np.int64)
-        K.shuffle_roles(perm, self.sizes, np.uint64(_mix(self.split_key(split) ^ int(base))))
+        K.shuffle_roles(perm, self.sizes, np.uint64(splitmix64(self.split_key(split) ^ int(base))))
         return perm
 
     # -- generation -----------------------------------------------------------------------------------
@@ -282,8 +281,6 @@ class PCFGDocuments(CorpusGenerator):
         """For the train split with dedupe: the table of the finished test split read from ``corpus_dir``."""
         if split != "train" or not self.dedupe_test_sentences:
             return None
-        from hierlatent.corpora.store import shard_path  # the store imports generators, not the other way round
-
         dtype = self.vocabulary().dtype
         paths = [shard_path(Path(corpus_dir), "test", i) for i in range(self.shard_counts()["test"])]
         missing = [str(p) for p in paths if not p.exists()]
@@ -323,8 +320,3 @@ class PCFGDocuments(CorpusGenerator):
         h_uniform = sum(math.log(n) for n in self.sizes)
         length = self.mean_sentence_length()
         return {"latent_known": (shared + slots * h_zipf) / length, "role_unigram": (shared + slots * h_uniform) / length}
-
-
-def _mix(x: int) -> int:
-    """splitmix64 of a Python int (taken mod 2**64), as a Python int."""
-    return int(K.mix(np.uint64(x & 0xFFFFFFFFFFFFFFFF)))

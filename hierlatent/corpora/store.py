@@ -31,8 +31,8 @@ import numpy as np
 from hierlatent import __version__
 from hierlatent._proc import worker_init
 from hierlatent.corpora.base import CorpusGenerator
-from hierlatent.corpora.integrity import (FORMAT, META, crc32_bytes, read_meta, read_sidecar, shard_problem,
-                                          write_sidecar)
+from hierlatent.corpora.integrity import (FORMAT, META, crc32_bytes, read_meta, read_sidecar, shard_path,
+                                          shard_problem, write_sidecar)
 from hierlatent.errors import CorpusError
 from hierlatent.io import atomic_write_bytes, atomic_write_json, cache_root
 
@@ -42,11 +42,6 @@ __all__ = ["FORMAT", "META", "Corpus", "build_corpus", "corpus_dir", "open_corpu
 def corpus_dir(generator: CorpusGenerator) -> Path:
     """Where ``generator``'s corpus lives: ``cache_root()/corpora/<name>-<hash>``."""
     return cache_root() / "corpora" / generator.cache_name()
-
-
-def shard_path(root: Path, split: str, index: int) -> Path:
-    """``root/<split>/shard-<index:05d>.bin``."""
-    return root / split / f"shard-{index:05d}.bin"
 
 
 class Corpus:
@@ -115,7 +110,6 @@ def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = 
             todo = [i for i in range(counts[split]) if i not in kept]
             bar.update(sum(n for n, _ in kept.values()))
             _run_shards(generator, root, split, todo, dtype, workers, bar)
-    _CONTEXTS.clear()  # e.g. the PCFG test-sentence table: not needed once the corpus is written
     seconds = time.perf_counter() - start
     records = {s: _shard_records(root, s, counts[s]) for s in generator.split_order}
     shard_tokens = {s: [n for n, _ in v] for s, v in records.items()}
@@ -139,16 +133,18 @@ def build_corpus(generator: CorpusGenerator, workers: int = 0, progress: bool = 
 
 
 # -- generation -------------------------------------------------------------------------------------
-_CONTEXTS: dict[tuple[str, str], Any] = {}  # per-process cache of prepare_context results
+def _write_shard(generator: CorpusGenerator, root: Path, split: str, index: int, dtype: str, context: Any) -> int:
+    """Generate and atomically write one shard, then its sidecar; returns its token count.
 
-
-def _generate_one(generator: CorpusGenerator, root: Path, split: str, index: int, dtype: str) -> int:
-    """Generate and atomically write one shard, then its sidecar (runs in a worker process); returns its token count."""
-    key = (generator.cache_name(), split)
-    if key not in _CONTEXTS:
-        _CONTEXTS.clear()  # one corpus/split at a time: keeps worker memory bounded
-        _CONTEXTS[key] = generator.prepare_context(root, split)
-    tokens = np.ascontiguousarray(generator.generate_shard(split, index, _CONTEXTS[key]), dtype=dtype)
+    Args:
+        generator: the corpus recipe.
+        root: the corpus directory.
+        split: the split the shard belongs to.
+        index: the shard's number in the split.
+        dtype: the shards' numpy dtype string.
+        context: ``generator.prepare_context(root, split)``, built once per split.
+    """
+    tokens = np.ascontiguousarray(generator.generate_shard(split, index, context), dtype=dtype)
     data = memoryview(tokens).cast("B")
     path = shard_path(root, split, index)
     atomic_write_bytes(path, data)
@@ -156,20 +152,38 @@ def _generate_one(generator: CorpusGenerator, root: Path, split: str, index: int
     return int(tokens.size)
 
 
+#: the split's context in a generation worker process, set once by the pool initializer ``_start_worker``
+#: (a task argument would pickle it again for every shard; the PCFG test-sentence table is ~50 MB)
+_worker_context: Any = None
+
+
+def _start_worker(parent_pid: int, context: Any) -> None:
+    """Pool initializer: die with the building process and keep the split's context for every task."""
+    global _worker_context
+    worker_init(parent_pid)
+    _worker_context = context
+
+
+def _write_shard_in_worker(generator: CorpusGenerator, root: Path, split: str, index: int, dtype: str) -> int:
+    """``_write_shard`` with the context ``_start_worker`` received (runs in a worker process)."""
+    return _write_shard(generator, root, split, index, dtype, _worker_context)
+
+
 def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
     if not todo:
         return
+    context = generator.prepare_context(root, split)  # once per split, here: a failure is raised before any worker
     if workers == 1 or len(todo) == 1:
         for i in todo:
-            bar.update(_generate_one(generator, root, split, i, dtype.str))
+            bar.update(_write_shard(generator, root, split, i, dtype.str, context))
         return
     ctx = multiprocessing.get_context("spawn")  # numba and torch state are not fork-safe
     # workers die with this process (a killed build leaves no orphans writing shards); see hierlatent._proc
-    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=worker_init,
-                               initargs=(os.getpid(),))
-    with pool, _workers_skip_cli_main():
-        # the workers start on submit, inside the context manager
-        pending = {pool.submit(_generate_one, generator, root, split, i, dtype.str) for i in todo}
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_start_worker,
+                               initargs=(os.getpid(), context))
+    with pool:
+        with _workers_skip_cli_main():  # the workers start on submit, so only the submits need it
+            pending = {pool.submit(_write_shard_in_worker, generator, root, split, i, dtype.str) for i in todo}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for fut in done:
@@ -182,19 +196,18 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
 
 @contextlib.contextmanager
 def _workers_skip_cli_main() -> Iterator[None]:
-    """Keep spawned workers from re-importing the ``hierlatent`` command as their ``__main__``.
+    """Keep workers spawned meanwhile from re-importing ``python -m hierlatent.cli`` as their ``__main__``.
 
-    A spawned process first imports the parent's ``__main__`` (by path, or by module name under
-    ``python -m``). For the console script or ``-m hierlatent.cli`` that means torch and Lightning, seconds
-    per worker and split for nothing: generators live in importable modules. Only that main module is
-    hidden (a user's own script may define its generator and is imported as usual).
+    A spawned process first imports the parent's ``__main__`` by module name under ``python -m`` (what a
+    sweep's fits run): for ``hierlatent.cli`` that means torch and Lightning, seconds per worker and split
+    for nothing, since generators live in importable modules. multiprocessing has no public switch for
+    this, so the main module's ``__spec__`` is hidden while the workers start. The console script needs
+    nothing: its file imports only ``hierlatent.commands`` (no torch). Any other main module (a user's own
+    script may define its generator) is imported as usual.
     """
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    path = getattr(main, "__file__", None)
-    is_cli = (spec is not None and spec.name == "hierlatent.cli") or (
-        spec is None and path is not None and Path(path).stem == "hierlatent")
-    if not is_cli:
+    if spec is None or spec.name != "hierlatent.cli":
         yield
         return
     saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}

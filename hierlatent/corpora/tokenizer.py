@@ -11,11 +11,11 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from hierlatent.corpora.base import Vocabulary
+from hierlatent.corpora.base import SPECIAL_TAIL, Vocabulary
 from hierlatent.io import atomic_directory
 
 #: names of the special tokens in ``Vocabulary.special`` and their HF tokenizer roles
-SPECIAL_ROLES = {"eos": "eos_token", "unk": "unk_token", "pad": "pad_token"}
+SPECIAL_ROLES = {name: f"{name}_token" for name in SPECIAL_TAIL}
 
 
 def build_tokenizer(vocab: Vocabulary) -> PreTrainedTokenizerFast:

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, check_positive, check_probability
+from hierlatent.corpora.base import (SPLIT_IDS, CorpusGenerator, Vocabulary, check_int, check_positive,
+                                     check_probability, tail_vocabulary)
 from hierlatent.errors import ConfigError
-from hierlatent.corpora.base import SPLIT_IDS
 
 
 class ToyHierarchy(CorpusGenerator):
@@ -113,11 +113,9 @@ class ToyHierarchy(CorpusGenerator):
 
     def vocabulary(self) -> Vocabulary:
         tokens = [f"e{i}" for i in range(self.n_evidence_tokens)] + [f"q{i}" for i in range(self.n_query_tokens)]
-        tokens += ["[QUERY]", "[EOS]", "[UNK]", "[PAD]"]
         c = self.cue_id
-        roles = {"evidence": (0, self.n_evidence_tokens), "query": (self.query_offset, c), "cue": (c, c + 1),
-                 "content": (0, c), "special": (c + 1, c + 4)}
-        return Vocabulary(tuple(tokens), {"query": c, "eos": c + 1, "unk": c + 2, "pad": c + 3}, roles)
+        return tail_vocabulary(tokens + ["[QUERY]"], n_content=c, special={"query": c},
+                               evidence=(0, self.n_evidence_tokens), query=(self.query_offset, c), cue=(c, c + 1))
 
     def _n_seq(self, split: str) -> int:
         return self.n_sequences if split == "train" else self.n_test_sequences

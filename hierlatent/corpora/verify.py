@@ -12,8 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hierlatent.corpora.integrity import DTYPES, META, read_meta, shard_problem
-from hierlatent.corpora.store import shard_path
+from hierlatent.corpora.integrity import DTYPES, META, read_meta, shard_path, shard_problem
 from hierlatent.errors import ConfigError, CorpusError
 
 

@@ -3,7 +3,7 @@
 Both subclass ``DistributedSampler`` only so that Lightning (``use_distributed_sampler=True``) leaves them
 alone instead of wrapping them; they do their own rank arithmetic and never touch ``torch.distributed``.
 Window *position* ``p`` of epoch ``e`` maps to a token offset by a pure function of (seed, e, p) (see
-``hierlatent.data.permutation``); global step ``s`` uses positions ``[s·W·B, (s+1)·W·B)`` and rank ``r``
+``hierlatent._splitmix``); global step ``s`` uses positions ``[s·W·B, (s+1)·W·B)`` and rank ``r``
 the block ``[(s·W + r)·B, (s·W + r + 1)·B)``, so the global batch of a step does not depend on the world
 size ``W`` as long as ``W·B`` is fixed.
 """
@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import DistributedSampler
 
-from hierlatent.data.permutation import epoch_key, feistel_permutation, random_offsets
+from hierlatent._splitmix import epoch_key, feistel_permutation, random_offsets
 
 _CHUNK_STEPS = 256  # steps whose offsets are computed in one vectorised call
 

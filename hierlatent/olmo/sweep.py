@@ -19,6 +19,7 @@ import gc
 import sys
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,39 +75,98 @@ def probe_olmo(
     return launcher.launch(_sweep, *args, trainer=None)
 
 
-def _gather(obj: Any, distributed: bool) -> list[Any]:
-    if not distributed:
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+@dataclass(frozen=True)
+class _Ranks:
+    """This process's place among the probe-olmo processes (one process: rank 0 of 1, no collectives)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> _Ranks:
+        """The initialised process group's rank and size (one process without one)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    def share(self, items: list[CheckpointRef]) -> list[CheckpointRef]:
+        """This rank's round-robin share of ``items`` (step order in, step order out)."""
+        return [x for i, x in enumerate(items) if i % self.world == self.rank]
+
+    def gather(self, part: dict[str, Any]) -> dict[str, Any]:
+        """The union of every rank's ``part`` (every rank calls it)."""
+        if self.world == 1:
+            return dict(part)
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, part)
+        return {k: v for p in parts for k, v in p.items()}
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRef], output_dir: Path,
            cache_dir: Path | None, dtype: str, sources: list[str], heldout: Path | None) -> dict[str, Any] | None:
+    """The module docstring's three phases on this rank; returns rank 0's manifest (None elsewhere)."""
     trainer.strategy.setup_environment()  # process group + device, as Lightning's own entry points do
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    if distributed:  # every rank works from rank 0's listing (a hub listing could change in between)
-        box = [refs]
-        dist.broadcast_object_list(box, src=0)
-        refs = box[0]
-    device = trainer.strategy.root_device
+    ranks = _Ranks.current()
+    refs = ranks.broadcast(refs)  # every rank works from rank 0's listing (a hub listing could change in between)
     old = read_manifest(output_dir)
     names = [r.name for runner in runners for r in runner.probes]
     complete = {r.revision for r in refs if is_complete(output_dir / r.revision / "probes.json", names)}
+    hashes = _hash_phase(refs, old, complete, cache_dir, ranks)
+    entries, todo = _plan(refs, hashes, old, complete)
+    updates = _probe_phase(todo, runners, output_dir, trainer.strategy.root_device, cache_dir, dtype, heldout, ranks)
+    for rev, update in updates.items():
+        entries[rev].update(update)
+    manifest = None
+    if ranks.rank == 0:  # phase 3
+        manifest = write_manifest(output_dir, entries, sources)
+        rebuild_tensorboard(output_dir, runners, [r.revision for r in refs])
+    if ranks.world > 1:
+        dist.barrier()
+    _raise_failures(entries, output_dir)
+    return manifest
 
-    # phase 1: weights hashes (reuse the earlier run's hash for completed revisions)
-    mine = {}
-    for i, ref in enumerate(refs):
-        if i % world == rank:
-            mine[ref.revision] = _hash(ref, old.get(ref.revision), ref.revision in complete, cache_dir)
-    hashes = {k: v for part in _gather(mine, distributed) for k, v in part.items()}
 
+def _hash_phase(refs: list[CheckpointRef], old: dict[str, dict], complete: set[str], cache_dir: Path | None,
+                ranks: _Ranks) -> dict[str, tuple[str | None, str | None]]:
+    """Phase 1: ``(weights hash, error)`` of every revision, split across ranks and gathered.
+
+    Args:
+        refs: the revisions in step order.
+        old: the earlier run's manifest entries by revision (a completed revision reuses its hash).
+        complete: revisions whose probes.json already holds every configured probe.
+        cache_dir: hub download cache.
+        ranks: this process's rank and the world size.
+    """
+    mine = {ref.revision: _hash(ref, old.get(ref.revision), ref.revision in complete, cache_dir)
+            for ref in ranks.share(refs)}
+    return ranks.gather(mine)
+
+
+def _plan(refs: list[CheckpointRef], hashes: dict[str, tuple[str | None, str | None]], old: dict[str, dict],
+          complete: set[str]) -> tuple[dict[str, dict[str, Any]], list[CheckpointRef]]:
+    """The manifest entries (failed until probed) and the revisions left to probe, in step order.
+
+    The earliest revision with given weights is the one probed; a later one is its ``duplicate``; a
+    completed revision keeps the earlier run's record.
+
+    Args:
+        refs: the revisions in step order.
+        hashes: phase 1's ``(hash, error)`` by revision.
+        old: the earlier run's manifest entries by revision.
+        complete: revisions whose probes.json already holds every configured probe.
+    """
     entries: dict[str, dict[str, Any]] = {}
     first_of: dict[str, str] = {}
     todo = []
-    for ref in refs:  # step order: the earliest revision with given weights is the one probed
+    for ref in refs:
         digest, err = hashes[ref.revision]
         entry = {**ref.to_dict(), "weights_sha256": digest, "status": "failed", "duplicate_of": None,
                  "seconds_load": None, "seconds_probe": None, "error": err, "rank": None}
@@ -121,30 +181,40 @@ def _sweep(trainer: Trainer, runners: list[ProbeRunner], refs: list[CheckpointRe
             else:
                 todo.append(ref)
         entries[ref.revision] = entry
+    return entries, todo
 
-    # phase 2: probing, one checkpoint in memory at a time
+
+def _probe_phase(todo: list[CheckpointRef], runners: list[ProbeRunner], output_dir: Path, device: torch.device,
+                 cache_dir: Path | None, dtype: str, heldout: Path | None, ranks: _Ranks) -> dict[str, dict[str, Any]]:
+    """Phase 2: this rank probes its share of ``todo``, one checkpoint in memory at a time; every rank's
+    manifest updates, gathered.
+
+    Args:
+        todo: the revisions to probe, in step order.
+        runners: the configured probe runners.
+        output_dir: where ``<revision>/probes.json`` goes.
+        device: the device the checkpoints are loaded onto.
+        cache_dir: hub download cache.
+        dtype: parameter dtype of the loaded checkpoints.
+        heldout: the ``--heldout`` corpus directory, if given.
+        ranks: this process's rank and the world size.
+    """
     done_here = {}
-    mine = [ref for i, ref in enumerate(todo) if i % world == rank]
+    mine = ranks.share(todo)
     t0 = time.perf_counter()
     for n, ref in enumerate(mine, 1):
-        done_here[ref.revision] = _probe_one(ref, runners, output_dir, device, cache_dir, dtype, rank, heldout)
-        _progress(rank, n, len(mine), ref.revision, time.perf_counter() - t0)
-    for part in _gather(done_here, distributed):
-        for rev, update in part.items():
-            entries[rev].update(update)
+        done_here[ref.revision] = _probe_one(ref, runners, output_dir, device, cache_dir, dtype, ranks.rank, heldout)
+        _progress(ranks.rank, n, len(mine), ref.revision, time.perf_counter() - t0)
+    return ranks.gather(done_here)
 
-    manifest = None
-    if rank == 0:
-        manifest = write_manifest(output_dir, entries, sources)
-        rebuild_tensorboard(output_dir, runners, [r.revision for r in refs])
-    if distributed:
-        dist.barrier()
+
+def _raise_failures(entries: dict[str, dict[str, Any]], output_dir: Path) -> None:
+    """One error naming the first failed revisions (all of them are in the manifest), if any failed."""
     failed = [e for e in entries.values() if e["status"] == "failed"]
     if failed:
         detail = "; ".join(f"{e['revision']}: {e['error']}" for e in failed[:3])
         more = f"; ... see {output_dir / 'manifest.json'}" if len(failed) > 3 else ""
         raise HierlatentError(f"{len(failed)} of {len(entries)} checkpoints failed: {detail}{more}")
-    return manifest
 
 
 def _hash(ref: CheckpointRef, previous: dict | None, complete: bool,

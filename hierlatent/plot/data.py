@@ -18,9 +18,6 @@ def _num(x: object) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
 
-_get = extract_fragment  # the value at a key path of a probe document, or None
-
-
 def vector_series(source: Source, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """A per-step list (e.g. induction k_order) -> steps [S], values [S, K] (NaN-padded).
 
@@ -28,7 +25,7 @@ def vector_series(source: Source, path: tuple[str, ...]) -> tuple[np.ndarray, np
         source: the run.
         path: keys leading to the list in the probe JSON, e.g. ("induction", "k_order").
     """
-    rows = {s: v for s, p in sorted(source.probes.items()) if isinstance(v := _get(p, path), list) and v}
+    rows = {s: v for s, p in sorted(source.probes.items()) if isinstance(v := extract_fragment(p, path), list) and v}
     if not rows:
         return np.zeros(0, np.int64), np.zeros((0, 0))
     width = max(len(v) for v in rows.values())
@@ -45,7 +42,8 @@ def scalar_series(source: Source, path: tuple[str, ...]) -> tuple[np.ndarray, np
         source: the run.
         path: keys leading to the number, e.g. ("induction", "standard").
     """
-    pairs = [(s, _num(_get(p, path))) for s, p in sorted(source.probes.items()) if _get(p, path) is not None]
+    found = [(s, extract_fragment(p, path)) for s, p in sorted(source.probes.items())]
+    pairs = [(s, _num(v)) for s, v in found if v is not None]
     return np.array([s for s, _ in pairs], dtype=np.int64), np.array([v for _, v in pairs], dtype=np.float64)
 
 
@@ -61,7 +59,7 @@ def layer_matrix(source: Source, path: tuple[str, ...]) -> tuple[np.ndarray, np.
     """
     cols: dict[int, dict[int, float]] = {}
     for step, probe in sorted(source.probes.items()):
-        node = _get(probe, path)
+        node = extract_fragment(probe, path)
         if isinstance(node, list) and node:
             cols[step] = {i: _num(v) for i, v in enumerate(node)}
         elif isinstance(node, dict) and node:

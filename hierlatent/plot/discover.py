@@ -14,16 +14,15 @@ from pathlib import Path
 import yaml
 
 from hierlatent.errors import ConfigError
+from hierlatent.events import EVENT_GLOB, read_scalars
 from hierlatent.plot.sources import (
     CORPUS_LABELS,
-    EVENT_GLOB,
     PAPER_ORDER,
     Source,
     probes_from_scalars,
     read_fit_probes,
     read_loss_csv,
     read_olmo_probes,
-    read_scalars,
 )
 
 

@@ -1,9 +1,10 @@
 """Find and read the runs the figures are drawn from: `fit` log dirs and `probe-olmo` output dirs.
 
-A *source* is one panel's worth of data: the scalars of its TensorBoard event files (several files of a
-resumed run merged, the last value per step kept), its probe results (``probes/step-<N>.json`` for a fit
-run, ``<revision>/probes.json`` for OLMo; TensorBoard ``probes/...`` tags fill in steps without a JSON
-file), its reference losses and a corpus label ("N-gram", "PCFG", "OLMo", ...) that orders the panels.
+A *source* is one panel's worth of data: the scalars of its TensorBoard event files (read by
+``hierlatent.events``: several files of a resumed run merged, the last value per step kept), its probe
+results (``probes/step-<N>.json`` for a fit run, ``<revision>/probes.json`` for OLMo; TensorBoard
+``probes/...`` tags fill in steps without a JSON file), its reference losses and a corpus label ("N-gram",
+"PCFG", "OLMo", ...) that orders the panels.
 """
 
 from __future__ import annotations
@@ -12,17 +13,14 @@ import csv
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from hierlatent.errors import ConfigError
 from hierlatent.revisions import parse_revision
 
-EVENT_GLOB = "events.out.tfevents.*"
 # Generator class name -> the corpus label the paper uses for the panel title.
 CORPUS_LABELS = {"PCFGDocuments": "PCFG", "NGramCorpus": "N-gram", "ToyHierarchy": "Toy", "GrammarCorpus": "Grammar"}
 PAPER_ORDER = ("N-gram", "PCFG", "OLMo")
@@ -58,80 +56,7 @@ class Source:
         return {t.split("/", 1)[1]: float(v[-1]) for t, (_, v) in self.scalars.items() if t.startswith("reference/") and len(v)}
 
 
-# ---------------------------------------------------------------- TensorBoard scalars
-
-
-def _file_order(path: Path) -> tuple:
-    """Sort key of an event file: (creation time, writer counter) parsed from
-    ``events.out.tfevents.<time>.<host>.<pid>.<counter>[suffix]``; plain name order would put counter 10
-    before 9."""
-    m = re.match(r"events\.out\.tfevents\.(\d+)\.(.*)\.(\d+)\.(\d+)", path.name)
-    return (int(m[1]), int(m[3]), int(m[4]), path.name) if m else (math.inf, 0, 0, path.name)
-
-
-def _purge_step(path: Path) -> int | None:
-    """The step of a SessionLog.START marker at the head of the file (a resumed writer's ``purge_step``)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.compat.proto.event_pb2 import SessionLog
-
-    for i, event in enumerate(EventFileLoader(str(path)).Load()):
-        if event.HasField("session_log") and event.session_log.status == SessionLog.START:
-            return int(event.step)
-        if i >= 4:  # writers put the marker right after the file_version header
-            return None
-    return None
-
-
-def read_event_file(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Scalars of one event file: tag -> [(step, value), ...] in write order."""
-    from tensorboard.backend.event_processing import event_accumulator as ea
-
-    # Scalars: keep all (0); the heavy kinds we never plot are sampled down to one item.
-    guidance = {ea.SCALARS: 0, ea.TENSORS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.AUDIO: 1, ea.COMPRESSED_HISTOGRAMS: 1}
-    acc = ea.EventAccumulator(str(path), size_guidance=guidance, purge_orphaned_data=False)
-    try:
-        acc.Reload()
-    except Exception as exc:  # the reader raises assorted protobuf/IO errors on a damaged file
-        raise ConfigError(f"cannot read TensorBoard event file {path}: {exc}") from exc
-    out: dict[str, list[tuple[int, float]]] = {}
-    tags = acc.Tags()
-    for tag in tags.get(ea.SCALARS, []):
-        out[tag] = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
-    for tag in tags.get(ea.TENSORS, []):  # tensorboard.summary v2 writers log scalars as 0-d tensors
-        from tensorboard.util import tensor_util
-
-        rows = []
-        for e in acc.Tensors(tag):
-            arr = tensor_util.make_ndarray(e.tensor_proto)
-            if arr.size == 1 and arr.dtype.kind in "fiu":
-                rows.append((e.step, float(arr.reshape(()))))
-        if rows:
-            out.setdefault(tag, rows)
-    return out
-
-
-def read_scalars(files: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Merge the scalars of several event files (a resumed run): the last value written per step wins.
-
-    Files are applied in creation order. A file that starts with a resumed writer's purge marker at step
-    s first drops every earlier value at steps >= s (the killed run's orphans), as TensorBoard does.
-
-    Args:
-        files: the event files of one run.
-    """
-    merged: dict[str, dict[int, float]] = {}
-    for f in sorted(files, key=_file_order):
-        purge = _purge_step(f)
-        if purge is not None:
-            merged = {tag: {s: v for s, v in rows.items() if s < purge} for tag, rows in merged.items()}
-        for tag, rows in read_event_file(f).items():
-            merged.setdefault(tag, {}).update(rows)  # dict update keeps the last value per step
-    out = {}
-    for tag, by_step in merged.items():
-        if by_step:
-            steps = np.array(sorted(by_step), dtype=np.int64)
-            out[tag] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
-    return out
+# ---------------------------------------------------------------- TensorBoard probe tags
 
 
 def probes_from_scalars(scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[int, dict]:

@@ -144,9 +144,9 @@ def check_reuse(runs: list[Run]) -> None:
 
 def final_losses(log_dir: Path) -> dict[str, float | None]:
     """The last logged ``train/loss`` and ``val/loss`` of a run (None where absent)."""
-    from hierlatent.plot.sources import read_scalars
+    from hierlatent.events import EVENT_GLOB, read_scalars
 
-    files = sorted(log_dir.glob("events.out.tfevents.*"))
+    files = sorted(log_dir.glob(EVENT_GLOB))
     scalars = read_scalars(files) if files else {}
     out: dict[str, float | None] = {}
     for tag, key in (("train/loss", "train_loss"), ("val/loss", "val_loss")):

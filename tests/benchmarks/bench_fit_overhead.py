@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, tail_vocabulary
 from hierlatent.data import CorpusDataModule, TokenWindows
 from hierlatent.module import LanguageModel
 from hierlatent.trainer import ResumableTensorBoardLogger
@@ -32,7 +32,7 @@ class _Uniform(CorpusGenerator):
     name = "bench-uniform"
 
     def vocabulary(self) -> Vocabulary:
-        return Vocabulary(tuple(f"t{i}" for i in range(1000)) + ("[EOS]", "[UNK]", "[PAD]"), {"eos": 1000, "unk": 1001, "pad": 1002})
+        return tail_vocabulary([f"t{i}" for i in range(1000)])
 
     def shard_counts(self) -> dict[str, int]:
         return {"train": 1, "test": 1}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary, check_int, tail_vocabulary
+from hierlatent.errors import CorpusError
 
 
 class CountingCorpus(CorpusGenerator):
@@ -28,17 +31,13 @@ class CountingCorpus(CorpusGenerator):
         self.fail_shard = fail_shard
 
     def vocabulary(self) -> Vocabulary:
-        toks = tuple(f"w{i}" for i in range(self.n_words)) + ("[EOS]", "[UNK]", "[PAD]")
-        n = self.n_words
-        return Vocabulary(toks, {"eos": n, "unk": n + 1, "pad": n + 2})
+        return tail_vocabulary([f"w{i}" for i in range(self.n_words)])
 
     def shard_counts(self) -> dict[str, int]:
         return {"test": 1, "train": self.n_shards}
 
     def generate_shard(self, split, index, context=None):
         if split == "train" and index == self.fail_shard:
-            from hierlatent.errors import CorpusError
-
             raise CorpusError(f"shard {index} failed on purpose")
         rng = np.random.default_rng([self.seed, split == "train", index])
         docs = [np.append(rng.integers(0, self.n_words, rng.integers(3, 9)), self.n_words) for _ in range(self.shard_docs)]
@@ -49,3 +48,19 @@ class CountingCorpus(CorpusGenerator):
 
     def reference_losses(self):
         return {"uniform": float(np.log(self.n_words))}
+
+
+class ContextCorpus(CountingCorpus):
+    """``CountingCorpus`` whose shards need their split's context; ``calls`` records each ``prepare_context``."""
+
+    name = "context"
+    calls: list[tuple[str, int]] = []  # (split, pid) in this process; a test replaces the list
+
+    def prepare_context(self, corpus_dir, split):
+        type(self).calls.append((split, os.getpid()))
+        return f"context of {split}"
+
+    def generate_shard(self, split, index, context=None):
+        if context != f"context of {split}":
+            raise CorpusError(f"shard {split}/{index} got the context {context!r}")
+        return super().generate_shard(split, index, context)

@@ -13,7 +13,7 @@ from hierlatent.corpora import pcfg as pcfg_module
 from hierlatent.corpora.pcfg import SPLIT_IDS, PCFGDocuments
 from hierlatent.corpora.reference.pcfg import mix, permutation, reference_shard, sentence_set
 from hierlatent.corpora.store import build_corpus
-from hierlatent.data.permutation import epoch_key, feistel_permutation
+from hierlatent._splitmix import epoch_key, feistel_permutation
 from hierlatent.errors import ConfigError, CorpusError
 
 SMALL = dict(n_documents=60, n_test_documents=30, documents_per_shard=20, repetitions=3)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import types
 from collections import namedtuple
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from transformers import AutoTokenizer
 
 from hierlatent.corpora import store
 from hierlatent.errors import CorpusError
-from _fake import CountingCorpus
+from _fake import ContextCorpus, CountingCorpus
 
 
 @pytest.fixture
@@ -119,6 +121,27 @@ def test_worker_error_surfaces(cache):
     assert not (store.corpus_dir(CountingCorpus(fail_shard=2)) / "meta.json").exists()
 
 
+def test_context_built_once_per_split_and_given_to_every_worker(cache, monkeypatch):
+    """prepare_context runs in the building process, once per split; two workers each get it (or shards fail)."""
+    monkeypatch.setattr(ContextCorpus, "calls", [])
+    store.build_corpus(ContextCorpus(n_shards=3), workers=2, progress=False)
+    assert ContextCorpus.calls == [("test", os.getpid()), ("train", os.getpid())]
+
+
+def test_spawned_workers_skip_the_lightning_cli_main(monkeypatch):
+    """Under ``python -m hierlatent.cli`` the main module's spec is hidden while workers start, then restored."""
+    main = types.ModuleType("__main__")
+    main.__spec__, main.__file__ = importlib.util.find_spec("hierlatent.commands"), "/x/cli.py"
+    main.__spec__.name = "hierlatent.cli"
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    with store._workers_skip_cli_main():
+        assert main.__spec__ is None and not hasattr(main, "__file__")
+    assert main.__spec__.name == "hierlatent.cli" and main.__file__ == "/x/cli.py"
+    main.__spec__.name = "user_script"
+    with store._workers_skip_cli_main():  # any other main module is imported by the workers as usual
+        assert main.__spec__.name == "user_script"
+
+
 def test_resume_after_kill_keeps_shards_and_matches(cache, tmp_path):
     """Kill -9 a real generation process mid-way; the rerun keeps finished shards and gives the same bytes."""
     script = tmp_path / "slow.py"
@@ -138,7 +161,7 @@ def test_resume_after_kill_keeps_shards_and_matches(cache, tmp_path):
     root = store.corpus_dir(CountingCorpus())
     try:
         deadline = time.time() + 120
-        while len(list(root.glob("train/shard-*.bin"))) < 2:
+        while len(list(root.glob("train/shard-*.bin.json"))) < 2:  # sidecars: a shard is finished after its sidecar
             assert time.time() < deadline, "generation did not progress"
             assert proc.poll() is None, "generation process ended early"
             time.sleep(0.1)

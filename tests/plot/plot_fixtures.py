@@ -107,7 +107,7 @@ def make_fit_run(root: Path, corpus: str, name: str | None = None, probe_steps=(
 
 def make_olmo_dir(root: Path, revisions=OLMO_REVISIONS) -> Path:
     """A probe-olmo output dir with ``<revision>/probes.json`` and ``manifest.json``."""
-    from hierlatent.plot.sources import parse_revision
+    from hierlatent.revisions import parse_revision
 
     root.mkdir(parents=True)
     entries = []

@@ -10,17 +10,18 @@ import pytest
 from plot_fixtures import make_fit_run, make_olmo_dir, write_scalars
 
 from hierlatent.errors import ConfigError
+from hierlatent.events import EVENT_GLOB, file_order, read_scalars
 from hierlatent.plot.cli import _expand_list_flags
 from hierlatent.plot.data import ema, layer_matrix, step_edges, vector_series
 from hierlatent.plot.discover import corpus_label, find_runs, load_sources, read_fit_run
-from hierlatent.plot.sources import Source, _file_order, parse_revision, probes_from_scalars, read_loss_csv, read_scalars
+from hierlatent.plot.sources import Source, probes_from_scalars, read_loss_csv
 
 
 def test_resumed_run_keeps_last_value_per_step(tmp_path):
     run = tmp_path / "version_0"
     write_scalars(run, {"train/loss": [(0, 5.0), (10, 4.0), (20, 3.0)]}, suffix=".a")
     write_scalars(run, {"train/loss": [(20, 2.5), (30, 2.0)], "val/loss": [(30, 2.2)]}, suffix=".b")
-    scalars = read_scalars(list(run.glob("events.out.tfevents.*")))
+    scalars = read_scalars(list(run.glob(EVENT_GLOB)))
     steps, values = scalars["train/loss"]
     assert steps.tolist() == [0, 10, 20, 30]
     np.testing.assert_allclose(values, [5.0, 4.0, 2.5, 2.0])  # step 20 from the resumed (later) file
@@ -32,7 +33,7 @@ def test_resumed_run_with_purge_step_drops_orphans(tmp_path):
     run = tmp_path / "version_0"
     write_scalars(run, {"train/loss": [(0, 5.0), (10, 4.0), (20, 3.0), (25, 2.8)], "val/loss": [(25, 3.1)]}, suffix=".a")
     write_scalars(run, {"train/loss": [(20, 2.5), (30, 2.0)]}, suffix=".b", purge_step=20)
-    scalars = read_scalars(list(run.glob("events.out.tfevents.*")))
+    scalars = read_scalars(list(run.glob(EVENT_GLOB)))
     assert scalars["train/loss"][0].tolist() == [0, 10, 20, 30]  # 25 was orphaned
     np.testing.assert_allclose(scalars["train/loss"][1], [5.0, 4.0, 2.5, 2.0])
     assert "val/loss" not in scalars  # its only value (step 25) was orphaned
@@ -40,7 +41,7 @@ def test_resumed_run_with_purge_step_drops_orphans(tmp_path):
 
 def test_event_files_ordered_by_time_then_counter():
     names = ["events.out.tfevents.1700000001.host.7.10", "events.out.tfevents.1700000001.host.7.9.a", "events.out.tfevents.1600000000.h.1.0"]
-    ordered = sorted((Path(n) for n in names), key=_file_order)
+    ordered = sorted((Path(n) for n in names), key=file_order)
     assert [p.name for p in ordered] == [names[2], names[1], names[0]]
 
 
@@ -120,12 +121,6 @@ def test_olmo_sources_steps_and_loss(tmp_path):
     assert source.loss[0].tolist() == [1000, 20000] and source.loss[1].tolist() == [3.5, 2.9]
     with pytest.raises(ConfigError, match="--olmo_loss_csv needs --olmo"):
         load_sources([olmo], None, csv)
-
-
-def test_parse_revision():
-    assert parse_revision("step20000-tokens84B") == (20000, 84 * 10**9)
-    assert parse_revision("step1000") == (1000, None)
-    assert parse_revision("main") is None
 
 
 def test_loss_csv_errors(tmp_path):

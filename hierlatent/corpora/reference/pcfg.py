@@ -13,9 +13,9 @@ import itertools
 
 import numpy as np
 
+from hierlatent._splitmix import epoch_key, feistel_permutation
 from hierlatent.corpora.base import SPLIT_IDS
 from hierlatent.corpora.pcfg import MAX_TRIES, PCFGDocuments
-from hierlatent.data.permutation import epoch_key, feistel_permutation
 from hierlatent.errors import CorpusError
 
 _M64 = (1 << 64) - 1
