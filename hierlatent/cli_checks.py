@@ -3,7 +3,8 @@
 - ``check_config_files``: every ``--config`` file exists, is a file, is UTF-8 text and parses as YAML
   (a malformed one is reported as ``file:line:column``), before jsonargparse reads it.
 - ``parser_error_line``: a jsonargparse error (many lines, type reprs) as one line naming the flag, with
-  a close-match suggestion for an unknown flag and the hint "see hierlatent <sub> --help".
+  a close-match suggestion for an unknown flag and the hint "see hierlatent <sub> --help";
+  ``parse_or_error`` parses a light subcommand's arguments with it (plot, sweep, compare).
 - ``check_trainer_args``: trainer flags that Lightning accepts silently or rejects only after the corpus
   is generated (a traceback then), checked on the parsed config.
 - ``user_error_in``: the hierlatent error behind a wrapped exception (a callback's or probe's constructor
@@ -143,6 +144,22 @@ def parser_error_line(exc: ArgumentError, args: list[str], options: list[str] | 
     else:
         text = " ".join(ln.strip() for ln in lines)
     return f"{text} ({_help_hint(args)})"
+
+
+def parse_or_error(parser: Any, args: list[str], subcommand: str) -> Any:
+    """``parser.parse_args(args)`` of a light subcommand (``exit_on_error=False``); a parser error becomes
+    one `ConfigError` line naming the flag (`parser_error_line`, with the parser's flags for suggestions).
+
+    Args:
+        parser: the subcommand's jsonargparse parser.
+        args: the arguments after the subcommand.
+        subcommand: its name, for the help hint.
+    """
+    try:
+        return parser.parse_args(args)
+    except ArgumentError as exc:
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+        raise ConfigError(parser_error_line(exc, [subcommand, *args], options)) from None
 
 
 def user_error_in(exc: BaseException) -> HierlatentError | None:

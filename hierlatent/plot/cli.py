@@ -8,7 +8,6 @@ both mean ``--runs '[a, b]'``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -163,19 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments after ``plot``; None reads ``sys.argv[1:]``.
     """
-    from argparse import ArgumentError
-
-    from hierlatent.cli_checks import check_config_files, parser_error_line
+    from hierlatent.cli_checks import check_config_files, parse_or_error
 
     args = _expand_list_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         check_config_files(args)
         parser = _parser()
-        try:
-            cfg = parser.parse_args(args)
-        except ArgumentError as exc:  # one line naming the flag, not jsonargparse's usage dump
-            options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-            raise ConfigError(parser_error_line(exc, ["plot", *args], options)) from None
+        cfg = parse_or_error(parser, args, "plot")  # one line naming the flag, not jsonargparse's usage dump
         kwargs = {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k in _PLOT_ARGS}
         plot(**kwargs)
     except SystemExit as exc:  # --help, --print_config (0)

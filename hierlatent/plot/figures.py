@@ -66,7 +66,7 @@ def _loss_grid(n: int, opts: Options):
     for ax in grid.ravel():
         if not any(ax is a for a in tops + bottoms):
             ax.set_visible(False)
-    return fig, tops, bottoms, width
+    return fig, tops, bottoms
 
 
 def _gap_panel(ax, panel: Panel, curves: dict, ref: str, value: float, opts: Options, rows: Rows) -> None:
@@ -91,7 +91,7 @@ def _gap_panel(ax, panel: Panel, curves: dict, ref: str, value: float, opts: Opt
 def fig_loss(plist: list[Panel], opts: Options):
     """Fig. 2: train/val loss vs step (seed mean and 95% band), reference losses as dashed lines, and
     below each panel the loss minus its plateau/optimum reference, zoomed on the second half of training."""
-    fig, tops, bottoms, width = _loss_grid(len(plist), opts)
+    fig, tops, bottoms = _loss_grid(len(plist), opts)
     fig.tidy, filled = Rows(), 0
     for ax, gap_ax, panel in zip(tops, bottoms, plist):
         curves = {k: b for k, b in _curves(panel, opts.smooth).items() if len(b.steps)}
@@ -115,7 +115,7 @@ def fig_loss(plist: list[Panel], opts: Options):
         step_axis(ax, np.concatenate([b.steps for b in curves.values()]), opts.xscale)
         ax.set_title(band_title(panel))
         ylabel(ax, "loss (nats/token)")
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
         ref = gap_reference(refs)
         if ref is None:
             gap_ax.set_visible(False)
@@ -124,7 +124,7 @@ def fig_loss(plist: list[Panel], opts: Options):
     text = "Loss in nats/token (natural log). Lower row: loss minus the reference named on its axis (role_unigram: the best loss without inferring the document latent; bayes_optimal: the best possible), so a curve below 0 is below that plateau."
     if any(p.seeds > 1 for p in plist):
         text += " Lines: mean over seeds; bands: 95% t-interval over seeds."
-    caption(fig, text, width)
+    caption(fig, text)
     return fig, filled
 
 
@@ -162,7 +162,7 @@ def fig_k_order(plist: list[Panel], opts: Options):
         ylabel(ax, "k-order induction score (0–1)")
         ax.legend(loc="best")
     ks = f"k = 1…{k_max}" if k_max else "every k"
-    caption(fig, f"The paper's k-order score averages the attention from a token of the second copy to the same token in the first copy (A[n+k+i, k+i]): a duplicate-token score, in which k only trims which positions are averaged. The curves for {ks} therefore coincide; one line shows their mean and the band their range over k" + (" (with several seeds: the band is the 95% t-interval over seeds and the dotted lines the range over k)." if any(p.seeds > 1 for p in plist) else "."), opts.width)
+    caption(fig, f"The paper's k-order score averages the attention from a token of the second copy to the same token in the first copy (A[n+k+i, k+i]): a duplicate-token score, in which k only trims which positions are averaged. The curves for {ks} therefore coincide; one line shows their mean and the band their range over k" + (" (with several seeds: the band is the 95% t-interval over seeds and the dotted lines the range over k)." if any(p.seeds > 1 for p in plist) else "."))
     return fig, filled
 
 
@@ -190,5 +190,5 @@ def fig_standard_induction(plist: list[Panel], opts: Options):
             ax.legend(loc="best")
             legend_done = True
     if any(p.seeds > 1 for p in plist):
-        caption(fig, "Lines: mean over seeds; bands: 95% t-interval over seeds. Each score is the maximum over (layer, head).", opts.width)
+        caption(fig, "Lines: mean over seeds; bands: 95% t-interval over seeds. Each score is the maximum over (layer, head).")
     return fig, filled

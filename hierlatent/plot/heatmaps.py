@@ -84,15 +84,50 @@ def _norm(arrays: list[np.ndarray], diverging: bool):
 
 
 def _rows_for_fig4(plist: list[Panel], k: int) -> list[tuple[str, tuple, str]]:
-    """(kind, path, colour-bar label) of the heatmap rows this figure has data for."""
+    """(kind, path, row title) of the heatmap rows this figure has data for."""
     rows = []
     if k == 1 and any(_matrix_band(p, MCGRATH).steps.size for p in plist):
-        rows.append(("mcgrath", MCGRATH, "McGrath compensation\n(direct − total, logit)"))
+        rows.append(("mcgrath", MCGRATH, "McGrath compensation (direct − total effect)"))
     if k == 1 and any(_headwise(p) is not None for p in plist):
-        rows.append(("headwise", HEADWISE, "headwise compensation\n(direct − total, logit)"))
+        rows.append(("headwise", HEADWISE, "headwise McGrath compensation, last step"))
     if any(_matrix_band(p, ("hydra", "paper", f"k{k}")).steps.size for p in plist):
-        rows.append(("paper", ("hydra", "paper", f"k{k}"), f"paper $\\Delta_l^{{{k}}}$ = clean − ablated\nlogit(g) at layer l"))
+        rows.append(("paper", ("hydra", "paper", f"k{k}"), f"paper $\\Delta_l^{{{k}}}$ = clean − ablated logit at layer l"))
     return rows
+
+
+def _hydra_layout(n_panels: int, n_rows: int, opts: Options):
+    """The figure and one SubFigure per quantity row, each with its panels on a grid of at most
+    ``max_columns`` columns: the quantity is the row's title, so a panel's title is only its source
+    (a "source: quantity" title overlapped its neighbour's at 7 in)."""
+    from matplotlib.figure import Figure
+
+    from hierlatent.plot.style import PANEL_HEIGHT_IN, SINGLE_COLUMN_IN
+
+    ncols = max(1, min(n_panels, opts.max_columns))
+    grid_rows = -(-max(1, n_panels) // ncols)
+    width = min(opts.width, max(SINGLE_COLUMN_IN, 2.6 * ncols))
+    fig = Figure(figsize=(width, (PANEL_HEIGHT_IN + 0.2) * grid_rows * max(1, n_rows)), layout="constrained")
+    subs = fig.subfigures(max(1, n_rows), 1, squeeze=False).ravel().tolist()
+    rows = []
+    for sub in subs:
+        axes = sub.subplots(grid_rows, ncols, squeeze=False).ravel().tolist()
+        for ax in axes[n_panels:]:
+            ax.set_visible(False)
+        rows.append((sub, axes[:n_panels]))
+    return fig, rows
+
+
+def _heat_panel(ax, panel: Panel, kind: str, d, cmap, norm, opts: Options, k: int, fig) -> tuple[bool, str | None]:
+    """One panel of a Fig. 4 row; (has undefined cells, why the paper's Δ is degenerate here or None)."""
+    if kind == "headwise":
+        return _headwise_cell(ax, panel, d, cmap, norm, fig.tidy), None
+    m = d.mean.T  # [L, S]
+    _mesh(ax, d.steps, m, cmap, norm, opts)
+    why = degenerate(panel.source) if kind == "paper" else None
+    ax.set_title(band_title(panel) + ("\n(degenerate: logit lens)" if why else ""))
+    quantity = {"mcgrath": "McGrath compensation", "paper": f"paper Δ (k={k})"}[kind]
+    fig.tidy.add_matrix(panel.title, quantity, d.steps, m, d.low.T, d.high.T, d.n.T)
+    return bool(np.isnan(m).any()), why
 
 
 def _headwise(panel: Panel):
@@ -110,43 +145,31 @@ def _headwise(panel: Panel):
 def fig_hydra(plist: list[Panel], opts: Options, k: int = 1):
     """Fig. 4 (k = 1): McGrath compensation, headwise compensation and the paper's Δ_l^1, one row each,
     one colour scale per row; Fig. 4b (k = 2): the paper's Δ_l^2. Returns (figure, panels with data)."""
-    from matplotlib.figure import Figure
-
-    from hierlatent.plot.style import PANEL_HEIGHT_IN
+    import matplotlib as mpl
 
     kinds = _rows_for_fig4(plist, k)
-    ncols = max(1, len(plist))
-    fig = Figure(figsize=(min(opts.width, max(3.4, 2.6 * ncols)), PANEL_HEIGHT_IN * max(1, len(kinds))), layout="constrained")
-    grid = fig.subplots(max(1, len(kinds)), ncols, squeeze=False)
+    fig, rows = _hydra_layout(len(plist), len(kinds), opts)
     fig.tidy, filled, notes, grey = Rows(), set(), [], False
     if not kinds:
-        for ax, panel in zip(grid[0], plist):
+        for ax, panel in zip(rows[0][1], plist):
             no_data(ax, panel, f"Hydra (k={k})")
         return fig, 0
-    for row, (kind, path, label) in zip(grid, kinds):
+    for (sub, axes), (kind, path, title) in zip(rows, kinds):
         data = [(_headwise(p) if kind == "headwise" else _matrix_band(p, path)) for p in plist]
         arrays = [d[1] if kind == "headwise" else d.mean for d in data if d is not None and (kind == "headwise" or d.steps.size)]
         norm, cmap = _norm(arrays, True)
-        for ax, panel, d in zip(row, plist, data):
+        for ax, panel, d in zip(axes, plist, data):
             if d is None or (kind != "headwise" and not d.steps.size):
-                no_data(ax, panel, label.split("\n")[0])
+                no_data(ax, panel, title.split(" (")[0])
                 continue
             filled.add(panel.title)
-            if kind == "headwise":
-                grey |= _headwise_cell(ax, panel, d, cmap, norm, fig.tidy)
-                continue
-            m = d.mean.T  # [L, S]
-            _mesh(ax, d.steps, m, cmap, norm, opts)
-            grey |= bool(np.isnan(m).any())
-            why = degenerate(panel.source) if kind == "paper" else None
-            title = {"mcgrath": "McGrath compensation", "paper": f"paper Δ (k={k})"}[kind]
-            ax.set_title(f"{band_title(panel)}: {title}" + (" — degenerate" if why else ""))
-            if why:
-                notes.append(f"{panel.title}: {why}")
-            fig.tidy.add_matrix(panel.title, title, d.steps, m, d.low.T, d.high.T, d.n.T)
-        fig.colorbar(__import__("matplotlib").cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(row), shrink=0.9).set_label(label)
+            undefined, why = _heat_panel(ax, panel, kind, d, cmap, norm, opts, k, fig)
+            grey |= undefined
+            notes += [f"{panel.title}: {why}"] if why else []
+        sub.suptitle(title, fontsize=mpl.rcParams["axes.titlesize"])
+        sub.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9).set_label("logit")
     undefined_legend(fig, [({"facecolor": UNDEFINED_GREY, "edgecolor": "0.6"}, "undefined (no value: layer < k, or not measured)")] if grey else [])
-    caption(fig, _fig4_caption([kind for kind, _, _ in kinds], k, notes), fig.get_figwidth())
+    caption(fig, _fig4_caption([kind for kind, _, _ in kinds], k, notes))
     return fig, len(filled)
 
 
@@ -157,7 +180,7 @@ def _headwise_cell(ax, panel: Panel, data, cmap, norm, rows: Rows) -> bool:
     ax.set_ylim(m.shape[0] - 0.5, -0.5)
     ax.set_xlabel("head")
     ylabel(ax, "layer")
-    ax.set_title(f"{band_title(panel)}: headwise, step {step:,}")
+    ax.set_title(f"{band_title(panel)}\nstep {step:,}")
     rows.add_matrix(panel.title, "headwise compensation", range(m.shape[1]), m, column="head")
     return bool(np.isnan(m).any())
 
@@ -169,11 +192,12 @@ def _fig4_caption(kinds: list[str], k: int, notes: list[str]) -> str:
         text += "McGrath compensation = direct effect of an ablated attention layer minus its total effect on the correct-token logit (the Hydra effect). "
     elif k == 1:
         text += "McGrath compensation not measured (HydraProbe mcgrath: false). "
-    text += (f"Paper Δ_l^{k} = logit of the last input token read at layer l, clean minus with decoder layer l−{k}'s output zeroed; "
+    sup = {1: "¹", 2: "²"}.get(k, f"^{k}")
+    text += (f"Paper Δ{sup} = logit of the last input token read at layer l, clean minus with decoder layer l−{k}'s output zeroed; "
              "the paper plots max(0, −Δ).")
     if notes:
         text += (" Degenerate here (" + "; ".join(notes) + "): on a bias-free model zeroing a decoder layer's output zeroes the whole residual stream, "
-                 "so Δ_l^k is the current token's logit-lens value at layer l for every k, not a compensation.")
+                 "so Δᵏ is the current token's logit-lens value at layer l for every k, not a compensation.")
     return text
 
 
@@ -225,7 +249,7 @@ def fig_function_vectors(plist: list[Panel], opts: Options):
                else "Mean over prompt pairs; hatched: the 95% t-interval over pairs contains 0."))
     if no_ci:
         text += f" No uncertainty recorded for {', '.join(no_ci)} (probe JSON without improvement_stderr)."
-    caption(fig, text, opts.width)
+    caption(fig, text)
     return fig, filled
 
 

@@ -89,15 +89,15 @@ def no_data(ax, panel: Panel, what: str) -> None:
         empty_panel(ax, panel.title, f"no {what} results in\n{panel.source.path}")
 
 
-def caption(fig, text: str, width_in: float) -> None:
-    """A caption under the figure (wrapped to its width); kept in ``fig.caption`` for tests and CSV readers.
+def caption(fig, text: str) -> None:
+    """A caption under the figure, wrapped to the figure's own width (a figure narrower than ``--width``,
+    e.g. one panel, must not get a caption that sticks out); kept in ``fig.caption`` for tests and CSV readers.
 
     Args:
         fig: the figure.
         text: caption text.
-        width_in: figure width in inches.
     """
-    chars = max(40, int(width_in * 72 / 3.4))  # ~3.4 pt per character at 6.5 pt
+    chars = max(40, int(fig.get_figwidth() * 72 / 3.7))  # ~3.6 pt per character at 6.5 pt, and a margin
     fig.caption = text
     fig.text(0.0, 0.0, textwrap.fill(text, chars), ha="left", va="top", fontsize=6.5, color="0.2")
 

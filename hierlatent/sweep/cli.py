@@ -126,6 +126,8 @@ def main(argv: list[str]) -> int:
     """
     from jsonargparse import ArgumentParser
 
+    from hierlatent.cli_checks import parse_or_error
+
     argv = list(argv)
     fit_args: list[str] = []
     if "--" in argv:
@@ -136,10 +138,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("sweep_file", type=Path, help="the sweep YAML (conditions, seeds; see configs/sweeps/).")
     parser.add_function_arguments(sweep, skip={"fit_args", "sweep_file", "dry_run"})
     parser.add_argument("--dry_run", action="store_true", help="print every command (and the SLURM script); change nothing.")
-    try:
-        cfg = parser.parse_args(argv)
-    except Exception as exc:  # noqa: BLE001 — jsonargparse's ArgumentError: one line naming the flag
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise ConfigError(f"{message} (see hierlatent sweep --help)") from None
+    cfg = parse_or_error(parser, argv, "sweep")
     kwargs = {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
     return sweep(**kwargs, fit_args=tuple(fit_args))

@@ -74,6 +74,7 @@ class LocalLauncher:
         """
         self.parallel, self.on_change, self.say = parallel, on_change, say
         self.threads = threads_per_run(parallel)
+        self._unrun = 0  # runs that failed before starting (corpus generation): not part of the time per run
 
     def _finish(self, run: Run, proc: subprocess.Popen, started: float) -> bool:
         code, wall = proc.wait(), time.time() - started
@@ -94,7 +95,8 @@ class LocalLauncher:
                 run.write_status(status="failed", exit_code=None, error=bad[run.key])
         queue = [r for r in runs if r.key not in bad]
         active: dict[str, tuple[Run, subprocess.Popen, float]] = {}
-        failures, done, walls, t0 = len(bad), len(bad), [], time.time()
+        failures, done, t0 = len(bad), len(bad), time.time()
+        self._unrun = len(bad)
         self.on_change()
         try:
             while queue or active:
@@ -111,8 +113,7 @@ class LocalLauncher:
                     ok = self._finish(run, proc, started)
                     failures += not ok
                     done += 1
-                    walls.append(time.time() - started)
-                    self.say(self._progress(run, ok, done, len(runs), walls, t0))
+                    self.say(self._progress(run, ok, done, len(runs), t0))
                 time.sleep(0.5)
         finally:
             for run, proc, _ in active.values():  # interrupted: stop the children; a rerun resumes them
@@ -120,11 +121,11 @@ class LocalLauncher:
                 proc.wait()
         return failures
 
-    def _progress(self, run: Run, ok: bool, done: int, total: int, walls: list[float], t0: float) -> str:
+    def _progress(self, run: Run, ok: bool, done: int, total: int, t0: float) -> str:
+        """One line per finished run, whatever the stream: a run takes minutes, so each is worth a line."""
+        from hierlatent.progress import timing
+
         status = run.read_status()
-        left = total - done
-        eta = sum(walls) / len(walls) * -(-left // self.parallel) if walls and left else 0.0
         what = f"val/loss {status.get('val_loss'):.4f}" if ok and status.get("val_loss") is not None else (
             "finished" if ok else f"FAILED: {status.get('error')}")
-        return (f"[{done}/{total}] {run.key} {what} in {status.get('wall_seconds', 0):.0f} s;"
-                f" elapsed {time.time() - t0:.0f} s, ETA {eta:.0f} s")
+        return f"[{done}/{total}] {run.key} {what} in {status.get('wall_seconds', 0):.0f} s; {timing(done - self._unrun, total - self._unrun, time.time() - t0)}"

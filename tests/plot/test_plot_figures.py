@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figure_checks import data_axes, overlapping_titles, row_title
 from plot_fixtures import N_LAYERS, hydra_delta, make_fit_run, make_loss_csv, make_olmo_dir
 
 from hierlatent.plot import figures as F
@@ -62,7 +63,7 @@ def test_all_paper_panels_have_data(logs):
     for draw in (F.fig_loss, F.fig_k_order, F.fig_standard_induction, F.fig_hydra):
         fig, filled = draw(panels, opts)
         assert filled == 3, draw.__name__
-        assert [ax.get_title().split(":")[0] for ax in fig.axes[:3]] == ["N-gram", "PCFG", "OLMo"]
+        assert [ax.get_title().split("\n")[0] for ax in fig.axes[:3]] == ["N-gram", "PCFG", "OLMo"]
     fig, filled = F.fig_function_vectors(F.panels([s for s in sources if F.has_function_vectors(s)], ("PCFG",)), opts)
     assert filled == 1
 
@@ -95,18 +96,18 @@ def test_k_order_one_line_with_k_spread_band(logs):
 def test_hydra_heatmap_values_masks_and_shared_scale(logs):
     sources = load_sources([logs["runs"]], logs["olmo"], None)
     fig, _ = F.fig_hydra(F.panels(sources), F.Options(), k=1)
-    meshes = {ax.get_title(): ax.collections[0] for ax in fig.axes if ax.collections and "paper" in ax.get_title()}
-    assert set(meshes) == {"N-gram: paper Δ (k=1)", "PCFG: paper Δ (k=1)", "OLMo: paper Δ (k=1)"}
-    pcfg = meshes["PCFG: paper Δ (k=1)"].get_array().reshape(N_LAYERS, -1)  # [L, S]
+    meshes = {ax.get_title(): ax.collections[0] for ax in data_axes(fig) if "paper" in row_title(ax)}
+    assert set(meshes) == {"N-gram", "PCFG", "OLMo"}  # the row names the quantity, the panel its source
+    pcfg = meshes["PCFG"].get_array().reshape(N_LAYERS, -1)  # [L, S]
     steps = [0, 100, 200, 300]
     expected = np.array([[hydra_delta("PCFG", l, s) for s in steps] for l in range(N_LAYERS)])
     assert np.ma.getmaskarray(pcfg)[0].all() and not np.ma.getmaskarray(pcfg)[1:].any()  # layer 0 < k masked
     np.testing.assert_allclose(pcfg[1:].data, expected[1:])
-    assert float(meshes["N-gram: paper Δ (k=1)"].get_array().min()) > 0  # N-gram: positive delta, no compensation
+    assert float(meshes["N-gram"].get_array().min()) > 0  # N-gram: positive delta, no compensation
     norms = {(m.norm.vmin, m.norm.vmax) for m in meshes.values()}
     vmax = max(float(abs(m.get_array()).max()) for m in meshes.values())
     assert len(norms) == 1 and next(iter(norms)) == (pytest.approx(-vmax), pytest.approx(vmax))  # one diverging scale
-    mcgrath = [ax for ax in fig.axes if ax.get_title().endswith("McGrath compensation")]
+    mcgrath = [ax for ax in data_axes(fig) if row_title(ax).startswith("McGrath compensation")]
     assert len(mcgrath) == 3  # the Hydra figure proper, above the paper's Δ
     assert "undefined" in [t.get_text() for t in fig.legends[0].get_texts()][0]  # the grey cells have a legend entry
 
@@ -216,8 +217,34 @@ def test_headwise_compensation_row_and_csv(tmp_path):
     (run / "probes" / "step-100.json").write_text(json.dumps(doc))
     assert main(["--runs", str(run), "--figures", "fig4_hydra", "--formats", "png", "--dpi", "40", "--output_dir", str(tmp_path / "f")]) == 0
     fig, _ = F.fig_hydra(F.panels(load_sources([run], None, None)), F.Options())
-    [ax] = [a for a in fig.axes if "headwise, step 100" in a.get_title()]
+    [ax] = [a for a in fig.axes if row_title(a).startswith("headwise") and a.get_title() == "PCFG\nstep 100"]
     assert ax.get_xlabel() == "head" and ax.get_ylabel() == "layer"
     rows = [r for r in read_csv(tmp_path / "f" / "fig4_hydra.csv") if r["quantity"] == "headwise compensation"]
     assert [(r["layer"], r["head"], r["value"]) for r in rows] == [(l, h, pytest.approx(0.1 * l + 0.01 * h)) for l in range(N_LAYERS) for h in range(2)]
     np.testing.assert_allclose(ax.collections[0].get_array().reshape(N_LAYERS, 2), [[0.1 * l + 0.01 * h for h in range(2)] for l in range(N_LAYERS)])
+
+
+def test_overlap_check_finds_titles_drawn_over_each_other():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 2.1), layout="constrained")
+    for ax in fig.subplots(1, 3):
+        ax.set_title("pcfg (5 seeds): paper Δ (k=1) — degenerate")  # fig4's old one-line titles
+    assert len(overlapping_titles(fig)) == 2
+    for ax in fig.axes:
+        ax.set_title("pcfg (5 seeds)")
+    assert overlapping_titles(fig) == []
+
+
+@pytest.mark.parametrize("width, max_columns, paper_panels", [(7.0, 3, False), (7.0, 3, True), (3.4, 1, False)])
+def test_no_figure_draws_titles_over_each_other(logs, width, max_columns, paper_panels):
+    from hierlatent.plot.cli import _draw
+    from hierlatent.plot.style import paper_style
+
+    sources = load_sources([logs["runs"], logs["toy"]], logs["olmo"], logs["csv"])
+    sources = sources[:1] if paper_panels else sources  # one run among the paper's placeholders
+    with paper_style():
+        figs = dict(_draw(sources, [], list(FIGURES), width, max_columns, "auto", 0.0, paper_panels))
+        assert list(figs) == list(FIGURES)
+        for name, fig in figs.items():
+            assert overlapping_titles(fig) == [], name

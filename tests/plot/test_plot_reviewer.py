@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from figure_checks import check_labels_and_no_placeholders, lines_match_csv, mesh_matches_csv, overlapping_titles
 from reviewer_runs import fit_tiny, make_sweep
 
 from hierlatent.plot.cli import FIGURES, _draw, main
@@ -31,73 +32,27 @@ def _figures(sources, groups) -> dict:
         return dict(_draw(sources, groups, None, 7.0, 3, "auto", 0.0, False))
 
 
-def _data_axes(fig):
-    """Visible axes that show data (not colorbars, not hidden grid cells)."""
-    return [ax for ax in fig.axes if ax.get_visible() and (ax.get_lines() or ax.collections) and ax.get_label() != "<colorbar>"]
-
-
-def _check_labels_and_no_placeholders(figs: dict) -> None:
-    for name, fig in figs.items():
-        axes = _data_axes(fig)
-        assert axes, name
-        for ax in axes:
-            assert ax.get_xlabel() and ax.get_ylabel(), (name, ax.get_title())
-        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-        assert not any("run given" in t or "no " in t[:3] for t in texts), (name, texts)
-
-
-def _lines_match_csv(fig, rows, quantity: str, ylabel: str = "") -> int:
-    """Every labelled line of ``quantity`` (on the axes whose y label starts with ``ylabel``) equals the CSV's
-    values for its (panel, series); returns how many. Untitled axes (fig2's gap row) take the titles in order."""
-    checked = 0
-    titled = [ax.get_title().split(" (")[0] for ax in _data_axes(fig) if ax.get_title()]
-    chosen = [ax for ax in _data_axes(fig) if ax.get_ylabel().startswith(ylabel)]
-    for i, ax in enumerate(chosen):
-        panel = ax.get_title().split(" (")[0] or titled[i]
-        for line in ax.get_lines():
-            mine = [r for r in rows if r["panel"] == panel and r["quantity"] == quantity and r["series"] == line.get_label()]
-            if mine:
-                np.testing.assert_allclose(line.get_xdata(), [r["step"] for r in mine])
-                np.testing.assert_allclose(line.get_ydata(), [r["value"] for r in mine], rtol=1e-12)
-                checked += 1
-    return checked
-
-
-def _mesh_matches_csv(fig, rows, quantity: str, title_part: str) -> int:
-    checked = 0
-    for ax in _data_axes(fig):
-        if title_part in ax.get_title():
-            panel = ax.get_title().split(":")[0].split(" (")[0]
-            mine = [r for r in rows if r["panel"] == panel and r["quantity"] == quantity]
-            layers, steps = max(r["layer"] for r in mine) + 1, len({r["step"] for r in mine})
-            want = np.array([math.nan if r["value"] is None else r["value"] for r in mine]).reshape(layers, steps)
-            got = np.ma.filled(ax.collections[0].get_array().astype(float), np.nan).reshape(layers, steps)
-            np.testing.assert_allclose(got, want, rtol=1e-12)
-            checked += 1
-    return checked
-
-
 def test_single_real_run_every_figure(real, tmp_path, capsys):
     assert main(["--runs", str(real["run"]), "--output_dir", str(tmp_path), "--formats", "png", "--dpi", "50"]) == 0
     for name in FIGURES:
         assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.csv").is_file(), name
     figs = _figures(load_sources([real["run"]], None, None), [])
     assert set(figs) == set(FIGURES)
-    _check_labels_and_no_placeholders(figs)
+    check_labels_and_no_placeholders(figs)
     assert [ax.get_title() for ax in figs["fig2_loss"].axes if ax.get_title()] == ["run"]  # one panel, no placeholder slots
     for name, fig in figs.items():
         assert read_csv(tmp_path / f"{name}.csv") == read_csv_rows(fig.tidy, tmp_path / f"{name}.again.csv"), name
     rows = read_csv(tmp_path / "fig2_loss.csv")
-    assert _lines_match_csv(figs["fig2_loss"], rows, "loss", "loss (") == 1  # train; the dashed reference is a CSV row too
-    assert _lines_match_csv(figs["fig2_loss"], rows, "loss - uniform", "loss −") == 1
+    assert lines_match_csv(figs["fig2_loss"], rows, "loss", "loss (") == 1  # train; the dashed reference is a CSV row too
+    assert lines_match_csv(figs["fig2_loss"], rows, "loss - uniform", "loss −") == 1
     assert [r["value"] for r in rows if r["quantity"] == "reference loss"] == [pytest.approx(math.log(64), rel=1e-6)]
-    assert _lines_match_csv(figs["fig3_induction"], read_csv(tmp_path / "fig3_induction.csv"), "k-order score") == 1
-    assert _lines_match_csv(figs["fig3b_standard_induction"], read_csv(tmp_path / "fig3b_standard_induction.csv"), "score") == 3
+    assert lines_match_csv(figs["fig3_induction"], read_csv(tmp_path / "fig3_induction.csv"), "k-order score") == 1
+    assert lines_match_csv(figs["fig3b_standard_induction"], read_csv(tmp_path / "fig3b_standard_induction.csv"), "score") == 3
     hydra = read_csv(tmp_path / "fig4_hydra.csv")
-    assert _mesh_matches_csv(figs["fig4_hydra"], hydra, "McGrath compensation", "McGrath") == 1
-    assert _mesh_matches_csv(figs["fig4_hydra"], hydra, "paper Δ (k=1)", "paper Δ") == 1
+    assert mesh_matches_csv(figs["fig4_hydra"], hydra, "McGrath compensation", "McGrath") == 1
+    assert mesh_matches_csv(figs["fig4_hydra"], hydra, "paper Δ (k=1)", "paper") == 1
     fv = read_csv(tmp_path / "fig5a_function_vectors.csv")
-    assert _mesh_matches_csv(figs["fig5a_function_vectors"], fv, "FV improvement", "run") == 1
+    assert mesh_matches_csv(figs["fig5a_function_vectors"], fv, "FV improvement", "run") == 1
     assert all(r["ci_low"] is not None and r["ci_low"] <= r["value"] <= r["ci_high"] for r in fv)  # per-pair stderr -> CI
 
 
@@ -124,11 +79,12 @@ def test_sweep_seed_bands_and_csv(real, tmp_path):
     groups = load_sweep(real["sweep"])
     assert [(t, len(g)) for t, g in groups] == [("fast", 2), ("slow", 2)]
     figs = _figures([], groups)
-    _check_labels_and_no_placeholders(figs)
+    check_labels_and_no_placeholders(figs)
+    assert {name: overlapping_titles(fig) for name, fig in figs.items()} == {name: [] for name in figs}
     loss = figs["fig2_loss"]
     assert [ax.get_title() for ax in loss.axes if ax.get_title()] == ["fast (2 seeds)", "slow (2 seeds)"]
     rows = read_csv(tmp_path / "fig2_loss.csv")
-    assert _lines_match_csv(loss, rows, "loss", "loss (") == 2
+    assert lines_match_csv(loss, rows, "loss", "loss (") == 2
     train = [r for r in rows if r["panel"] == "fast" and r["quantity"] == "loss" and r["series"] == "train"]
     seeds = [g.scalars["train/loss"] for g in groups[0][1]]
     for r in train:  # value = seed mean, CI = scipy's t-interval over the 2 seeds
@@ -138,5 +94,5 @@ def test_sweep_seed_bands_and_csv(real, tmp_path):
     fast_ax = next(ax for ax in loss.axes if ax.get_title() == "fast (2 seeds)")
     assert fast_ax.collections  # the 95% band
     fv = read_csv(tmp_path / "fig5a_function_vectors.csv")
-    assert {r["n"] for r in fv} == {2} and _mesh_matches_csv(figs["fig5a_function_vectors"], fv, "FV improvement", "seeds") == 2
+    assert {r["n"] for r in fv} == {2} and mesh_matches_csv(figs["fig5a_function_vectors"], fv, "FV improvement", "seeds") == 2
     assert "over seeds" in figs["fig5a_function_vectors"].caption
