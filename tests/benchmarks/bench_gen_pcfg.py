@@ -83,8 +83,7 @@ def main() -> None:
     ap.add_argument("--ref-documents", type=int, default=300, help="base documents in the reference-comparison shard")
     ap.add_argument("--ref-test-documents", type=int, default=2_000, help="test split of the reference comparison")
     args = ap.parse_args()
-    # imported here, not at the top: spawned store workers re-import this module, and the reference pulls in
-    # hierlatent.data (Lightning, about 3 s per worker process)
+    # imported here, not at the top: spawned store workers re-import this module and need only the generator
     from hierlatent.corpora.reference.pcfg import reference_shard, sentence_set
 
     gen = PCFGDocuments(n_documents=args.documents)
