@@ -1,52 +1,204 @@
-"""Every YAML in configs/ and callbacks/ loads: parsed by the CLI and its classes instantiated (no corpus built).
+"""Every YAML in configs/ and callbacks/ does what its header says: each documented command is parsed by the
+real CLI in-process and checked by behaviour (no corpus is generated).
 
-GPU settings of the paper configs are overridden to CPU so the same files are checked on CI; the corpus a
-config asks for must fill at least one batch (the check ``fit`` runs before generating anything).
+For ``fit`` commands, the start-up checks ``fit`` runs (probes bound to the corpus roles and validated on the
+built model, the corpus filling a batch) must pass and every probe's actual stimuli must lie in the roles it
+reads. ``probe-olmo`` commands run probe-olmo's start-up checks against a tiny local stand-in for the
+documented checkpoints (a corpus-less OLMo for a hub id, a fit export of a paper-vocabulary PCFG corpus for a
+run directory), each checkpoint bound to its vocabulary and validated but not probed. Presets compose by probe name, whatever the order of the lists; a preset on the wrong corpus is
+refused naming the probe. GPU settings are overridden to CPU so the same files are checked on CI.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-from hierlatent.callbacks.probes import ProbeRunner
 from hierlatent.cli import HierlatentCLI, _check_corpus_fills
-from hierlatent.corpora.base import CorpusGenerator
+from hierlatent.corpora.base import CorpusGenerator, Vocabulary
+from hierlatent.errors import ProbeError
+from hierlatent.olmo.checkpoints import discover
+from hierlatent.olmo.heldout import checkpoint_vocabulary
+from hierlatent.probes.function_vectors import FunctionVectorProbe
+from hierlatent.probes.induction import InductionProbe
+from hierlatent.probes.syntax import SyntaxProbe
+from tests.olmo.olmo_helpers import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-PRESETS = sorted((ROOT / "callbacks").glob("*.yaml"))
+YAMLS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "callbacks").glob("*.yaml"))
 CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
        "--trainer.precision", "32-true", "--trainer.logger", "false"]
 
 
-def _instantiate(*configs: Path) -> HierlatentCLI:
-    args = [a for c in configs for a in ("--config", str(c))]
-    return HierlatentCLI(args=args + CPU, run=False)
+def documented_commands(path: Path) -> list[list[str]]:
+    """The ``hierlatent …`` command lines of a YAML's header comment, split into arguments (after ``hierlatent``)."""
+    commands = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip().removeprefix("OMP_NUM_THREADS=1 ")
+        if text.startswith("hierlatent "):
+            words = shlex.split(text)[1:]
+            cut = next((i for i, w in enumerate(words) if w.startswith("(")), len(words))
+            commands.append(words[:cut])
+    return commands
 
 
-def test_there_are_configs_and_presets():
-    names = {p.name for p in CONFIGS}
-    assert {"quickstart.yaml", "quickstart_ngram.yaml", "pcfg.yaml", "ngram.yaml", "toy.yaml", "toy_flat.yaml"} <= names
-    assert {"paper.yaml", "olmo.yaml", "quick.yaml"} <= {p.name for p in PRESETS}
+def load_fit(*args: str) -> HierlatentCLI:
+    """Parse and instantiate a fit command in-process and run fit's start-up checks (bind, validate) on it."""
+    cli = HierlatentCLI(args=[*args, *CPU], run=False)
+    cli.subcommand = "fit"  # run=False parses without a subcommand; the start-up hook checks by subcommand
+    cli.after_instantiate_classes()
+    return cli
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_instantiates(config, tmp_cache, monkeypatch):
-    monkeypatch.chdir(ROOT)  # configs name repository files (grammars) relative to the repository root
-    cli = _instantiate(config)
+def runners(cli: HierlatentCLI) -> list:
+    return [cb for cb in cli.trainer.callbacks if hasattr(cb, "suite")]
+
+
+def _inside(ids: torch.Tensor, vocab: Vocabulary, role: str) -> bool:
+    lo, hi = vocab.roles[role]
+    return bool(((ids >= lo) & (ids < hi)).all())
+
+
+def check_stimuli(probe, vocab: Vocabulary, vocab_size: int) -> None:
+    """The ids a probe will actually feed lie in the roles it is meant to read."""
+    if isinstance(probe, FunctionVectorProbe):
+        pairs = probe.pairs()
+        assert all(_inside(pairs[:, c], vocab, r) for c, r in enumerate(["subjects", "verbs", "objects"] * 2))
+        assert _inside(torch.tensor([probe.connector]), vocab, "connectors")
+    elif isinstance(probe, SyntaxProbe):
+        x = probe.prompts()[:, len(probe.prefix):]
+        assert all(_inside(x[:, c], vocab, r) for c, r in enumerate(["subjects", "verbs", "objects", "connectors"]))
+    elif isinstance(probe, InductionProbe):
+        assert _inside(probe.stimulus(vocab_size), vocab, "content")
+
+
+def check_fit(cli: HierlatentCLI, tmp_cache: Path) -> None:
     assert isinstance(cli.datamodule.generator, CorpusGenerator)
     assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size  # linked from the corpus
-    assert cli.model.hparams.context_window == cli.datamodule.context_window
     _check_corpus_fills(cli.model, cli.datamodule, world=1)
+    vocab = cli.datamodule.generator.vocabulary()
+    for runner in runners(cli):
+        for probe in runner.probes:
+            check_stimuli(probe, vocab, cli.datamodule.vocab_size)
     assert not (tmp_cache / "corpora").exists()  # nothing generated by loading a config
 
 
-@pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
-def test_preset_instantiates_with_a_fit_config(preset, tmp_cache, monkeypatch):
+@pytest.fixture(scope="module")
+def paper_export(tmp_path_factory) -> Path:
+    """A fit run directory whose one export records a (small) corpus with the paper's 1003-token vocabulary."""
+    from hierlatent.corpora.pcfg import PCFGDocuments
+    from hierlatent.corpora.store import build_corpus
+
+    root = tmp_path_factory.mktemp("paper_export")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HIERLATENT_CACHE", str(root / "cache"))
+        corpus = build_corpus(PCFGDocuments(n_documents=4, n_test_documents=4, dedupe_test_sentences=False),
+                              workers=1, progress=False)
+    ck = make_checkpoint(root / "run" / "hf" / "step-10", arch="llama", vocab_size=1003, num_hidden_layers=3,
+                         max_position_embeddings=256)
+    (ck / "hierlatent.json").write_text(json.dumps({"step": 10, "corpus": str(corpus.path)}))
+    return root / "run"
+
+
+def check_probe_olmo(argv: list[str], stand_in: Path, out: Path, monkeypatch) -> None:
+    """A documented probe-olmo command through the real CLI and sweep, on ``stand_in`` into ``out``, with each
+    checkpoint's probing cut to its start-up part (bind to the checkpoint's vocabulary, validate on the model)."""
+    import hierlatent.olmo.sweep as sweep
+
+    checked = []
+
+    def start_up_only(runners, model, checkpoint, heldout, step, tokens):
+        for runner in runners:
+            runner.suite.bind(checkpoint_vocabulary(model, checkpoint, heldout))
+            runner.suite.validate(model)
+        checked.append(checkpoint)
+        return {}
+
+    monkeypatch.setattr(sweep, "probe_checkpoint", start_up_only)
+    flags = {"--checkpoints": str(stand_in), "--output_dir": str(out)}
+    argv = [flags.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    HierlatentCLI(args=[*argv, *CPU])
+    assert checked == [Path(r.path) for r in discover(str(stand_in))]
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=[p.name for p in YAMLS])
+def test_documented_commands_configure_what_they_say(path, tmp_cache, tmp_path, monkeypatch, paper_export):
+    monkeypatch.chdir(ROOT)  # configs name repository files (grammars) relative to the repository root
+    commands = documented_commands(path)
+    rel = str(path.relative_to(ROOT))
+    assert any(rel in argv for argv in commands), f"{rel} documents no command that uses it"
+    for argv in commands:
+        if argv[0] == "fit":
+            check_fit(load_fit(*argv[1:]), tmp_cache)
+        else:
+            assert argv[0] == "probe-olmo", argv
+            hub = not Path(argv[argv.index("--checkpoints") + 1]).parts[0] == "runs"
+            stand_in = paper_export if not hub else make_checkpoint(
+                tmp_path / "olmo" / "step1-tokens1M", vocab_size=320, num_hidden_layers=3, max_position_embeddings=256)
+            check_probe_olmo(argv, stand_in.parent if hub else stand_in, tmp_path / "out", monkeypatch)
+
+
+@pytest.mark.parametrize("configs, probe", [
+    (["configs/quickstart_ngram.yaml", "callbacks/quick.yaml"], r"\(FunctionVectorProbe, 'function_vectors'\): needs "
+                                                                r"the corpus roles"),
+    (["configs/ngram.yaml", "callbacks/paper.yaml", "callbacks/paper_pcfg.yaml"], r"\(FunctionVectorProbe, "
+                                                                                  r"'function_vectors'\): needs"),
+    (["configs/quickstart.yaml", "callbacks/paper_pcfg.yaml"], r"FunctionVectorProbe\.connector: id 950 is not inside "
+                                                               r"the corpus role 'connectors' \(96, 100\)"),
+])
+def test_preset_on_the_wrong_corpus_is_refused_naming_the_probe(configs, probe, tmp_cache, monkeypatch):
     monkeypatch.chdir(ROOT)
-    # configs/pcfg.yaml has the paper's vocabulary and no probes of its own for the preset to merge into
-    cli = _instantiate(ROOT / "configs" / "pcfg.yaml", preset)
-    runners = [cb for cb in cli.trainer.callbacks if isinstance(cb, ProbeRunner)]
-    assert len(runners) == 1 and runners[0].probes
+    with pytest.raises(ProbeError, match=probe):
+        load_fit(*[a for c in configs for a in ("--config", c)])
+
+
+def test_quick_preset_probes_the_paper_corpus_roles(tmp_cache, monkeypatch):
+    """configs/pcfg.yaml + callbacks/quick.yaml (the issue's example): the paper lexicon's roles, not the quickstart's."""
+    monkeypatch.chdir(ROOT)
+    cli = load_fit("--config", "configs/pcfg.yaml", "--config", "callbacks/quick.yaml")
+    (fv,) = [p for p in runners(cli)[0].probes if isinstance(p, FunctionVectorProbe)]
+    assert (fv.subject_range, fv.verb_range, fv.object_range, fv.connector) == ((0, 300), (300, 600), (600, 900), 900)
+
+
+def _probe_list(path: Path) -> tuple[dict, list]:
+    cfg = yaml.safe_load(path.read_text())
+    return cfg, cfg["trainer"]["callbacks"][0]["init_args"]["probes+"]
+
+
+def _write(tmp_path: Path, name: str, cfg: dict) -> str:
+    (tmp_path / name).write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / name)
+
+
+def _composed(cli: HierlatentCLI) -> dict:
+    """What runs: probe name -> (class, every attribute), after binding."""
+    return {p.name: (type(p).__name__, vars(p)) for p in runners(cli)[0].probes}
+
+
+def test_presets_compose_by_name_whatever_the_order(tmp_path, tmp_cache, monkeypatch):
+    """A preset after a config replaces its probes of the same name (no argument carried over) and adds the others;
+    reversing either list changes nothing that runs."""
+    monkeypatch.chdir(ROOT)
+    base, base_probes = _probe_list(ROOT / "configs" / "quickstart.yaml")
+    preset, preset_probes = _probe_list(ROOT / "callbacks" / "quick.yaml")
+    keep = [p for p in base_probes if p["class_path"].rsplit(".", 1)[1] in ("InductionProbe", "HydraProbe")]
+    variants = []
+    for order in (1, -1):
+        base["trainer"]["callbacks"][0]["init_args"]["probes+"] = keep[::order]
+        preset["trainer"]["callbacks"][0]["init_args"]["probes+"] = preset_probes[::order]
+        args = ["--config", _write(tmp_path, f"base{order}.yaml", base),
+                "--config", _write(tmp_path, f"preset{order}.yaml", preset)]
+        variants.append(_composed(load_fit(*args)))
+    assert variants[0] == variants[1]
+    composed = variants[0]
+    assert set(composed) == {"induction", "induction.icl", "hydra", "function_vectors", "syntax"}  # 2 kept + 3 added
+    induction = composed["induction"][1]
+    assert induction["role"] == "content" and induction["token_high"] is None  # quick's, not the config's 0-96
+    assert induction["n"] == 16 and composed["hydra"][1]["ks"] == (1,)

@@ -1,12 +1,16 @@
-"""Render probe matrices (layer x head, layer x step) to RGB image arrays for TensorBoard.
+"""Render probe matrices (layer x head, layer x step) to RGB images and hand them to any Lightning logger.
 
-Only called on rank 0 at log time and only when a TensorBoard logger is attached, so matplotlib stays
-off every hot path. Uses the Agg canvas: no display is needed on a cluster node.
+Only called on rank 0 at log time, so matplotlib stays off every hot path. Uses the Agg canvas: no display
+is needed on a cluster node. ``log_images`` speaks each logger's image API: TensorBoard ``add_image``,
+a ``log_image(key, images, step)`` method (W&B), MLflow ``log_image`` artifacts, and for any other logger
+with a directory (CSV) PNG files ``<log_dir>/images/<name>/step-<N>.png``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,3 +70,47 @@ def heatmap_image(
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # [H, W, 4]
     return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1))  # [3, H, W]
+
+
+def log_images(loggers: Sequence[Any], matrices: dict[str, Any], columns: dict[str, dict[int, list[float]]],
+               step: int) -> None:
+    """Render per-checkpoint matrices and growing layer x step heatmaps once, and log them to every logger.
+
+    Args:
+        loggers: Lightning loggers.
+        matrices: tag -> 2-D matrix of this step (e.g. layer x head).
+        columns: tag -> {step: per-layer column}; drawn as a layer x step heatmap over every step so far.
+        step: the global step the images belong to.
+    """
+    rendered = {tag: heatmap_image(m, f"{tag} @ step {step}", "head", "layer") for tag, m in matrices.items()}
+    for tag, by_step in columns.items():
+        steps = sorted(by_step)
+        matrix = np.array([by_step[s] for s in steps]).T  # [n_steps, L] -> [L, n_steps]
+        rendered[tag] = heatmap_image(matrix, tag, "step", "layer", xticklabels=steps, cmap="magma")
+    if not rendered:
+        return
+    for logger in loggers:
+        _log_to(logger, rendered, step)
+
+
+def _log_to(logger: Any, rendered: dict[str, np.ndarray], step: int) -> None:
+    """One logger's image API (images are CHW uint8; W&B, MLflow and PNG files want HWC)."""
+    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        for tag, img in rendered.items():
+            logger.experiment.add_image(tag, img, global_step=step)
+        logger.experiment.flush()
+    elif callable(getattr(logger, "log_image", None)):  # WandbLogger's signature
+        for tag, img in rendered.items():
+            logger.log_image(key=tag, images=[img.transpose(1, 2, 0)], step=step)
+    elif isinstance(logger, MLFlowLogger):
+        for tag, img in rendered.items():
+            logger.experiment.log_image(logger.run_id, img.transpose(1, 2, 0), f"{tag}/step-{step}.png")
+    elif getattr(logger, "log_dir", None):
+        from matplotlib.image import imsave
+
+        for tag, img in rendered.items():
+            path = Path(logger.log_dir) / "images" / tag.removeprefix("probes/images/") / f"step-{step}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            imsave(path, img.transpose(1, 2, 0))

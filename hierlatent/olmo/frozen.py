@@ -1,18 +1,20 @@
-"""A frozen LightningModule around one HF causal-LM checkpoint, for probing (never trained).
+"""A frozen LightningModule around one HF causal-LM checkpoint, and probing it (never trained).
 
-``probe-olmo`` loads one of these per revision on its rank's device, hands ``.model`` to the same
-``ProbeRunner.probe_model`` that training uses, and frees it before the next revision.
+``probe-olmo`` loads one of these per revision on its rank's device, has ``probe_checkpoint`` run every
+configured runner's ``ProbeSuite`` (the same suite training uses) on ``.model``, and frees it before the
+next revision.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
 
 from hierlatent.errors import CheckpointError
+from hierlatent.olmo.heldout import checkpoint_vocabulary, heldout_source, heldout_windows
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,3 +63,32 @@ class FrozenCausalLM(LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T]."""
         return self.model(input_ids=input_ids).logits
+
+
+def probe_checkpoint(runners: list, model: torch.nn.Module, checkpoint: Path, heldout: Path | None, step: int,
+                     tokens: int | None) -> dict[str, Any]:
+    """Every runner's suite on one loaded checkpoint, bound to its vocabulary: the merged probe document.
+
+    Args:
+        runners: the configured ``ProbeRunner`` callbacks (their suites and held-out settings).
+        model: the loaded HF causal LM.
+        checkpoint: its local directory (where ``hierlatent.json`` may record a corpus).
+        heldout: the ``--heldout`` corpus directory, if given.
+        step: the revision's training step.
+        tokens: the revision's training tokens, None when unknown.
+    """
+    vocabulary = checkpoint_vocabulary(model, checkpoint, heldout)
+    source = heldout_source(checkpoint, heldout)
+    doc: dict[str, Any] = {}
+    for runner in runners:
+        runner.suite.bind(vocabulary)
+        runner.suite.validate(model)
+        windows = None
+        if source is not None and runner.n_heldout > 0:
+            windows = heldout_windows(source, runner.n_heldout, runner.heldout_seed,
+                                      getattr(model.config, "max_position_embeddings", None), runner.heldout_offsets)
+        part = runner.suite.run(model, step, tokens=tokens, heldout=windows)
+        seconds = {**doc.get("probe_seconds", {}), **part.pop("probe_seconds", {})}
+        doc.update(part)
+        doc["probe_seconds"] = seconds
+    return doc

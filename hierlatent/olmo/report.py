@@ -13,7 +13,9 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from hierlatent.callbacks.probes import ProbeRunner, extract_fragment
+from hierlatent.callbacks.probes import ProbeRunner
+from hierlatent.callbacks.suite import ProbeSuite
+from hierlatent.documents import extract_fragment
 
 
 def is_complete(path: Path, probe_names: list[str]) -> bool:
@@ -26,7 +28,10 @@ def is_complete(path: Path, probe_names: list[str]) -> bool:
 
 
 def rebuild_tensorboard(output_dir: Path, runners: list[ProbeRunner], revisions: list[str]) -> None:
-    """Log every completed revision's scalars and heatmaps at global step = its training step."""
+    """Log every completed revision's scalars and heatmaps at global step = its training step.
+
+    Fresh suites of the runners' probes log the documents, so the growing heatmaps start at the first revision.
+    """
     tb_dir = Path(output_dir) / "tensorboard"
     if tb_dir.is_dir():
         for old in tb_dir.glob("events.out.tfevents.*"):
@@ -42,9 +47,8 @@ def rebuild_tensorboard(output_dir: Path, runners: list[ProbeRunner], revisions:
             docs.append(doc)
     docs.sort(key=lambda d: d["step"])
     logger = TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="", default_hp_metric=False)
-    for runner in runners:
-        runner.columns = {}  # the growing heatmaps restart from the first revision
+    suites = [ProbeSuite(runner.probes, log_images=runner.log_images) for runner in runners]
     for doc in docs:
-        for runner in runners:
-            runner.log_results(runner.results_from_document(doc), int(doc["step"]), [logger])
+        for suite in suites:
+            suite.log(doc, [logger])
     logger.finalize("success")

@@ -1,14 +1,19 @@
-"""The ``Probe`` base class: what the ``ProbeRunner`` callback (and ``probe-olmo``) call on every probe.
+"""The ``Probe`` base class: what the ``ProbeSuite`` (of the ``ProbeRunner`` callback and ``probe-olmo``) calls on every probe.
 
 A probe is configured by its typed ``__init__`` (jsonargparse turns the documented arguments into the
-callback config), checked once against the model by ``validate`` (start-up, before any training), and
-run at every probe step by ``run``, which must be pure: the stimuli come from a ``torch.Generator``
-seeded by the probe's ``seed``, so every checkpoint (and every rank) sees the same inputs. The callback
-only schedules, calls ``run`` and logs through ``scalars`` / ``heatmaps`` / ``step_columns``.
+callback config), given the corpus vocabulary by ``bind`` and checked once against the model by
+``validate`` (start-up, before any training), and run at every probe step by ``run``, which must be pure:
+the stimuli come from a ``torch.Generator`` seeded by the probe's ``seed``, so every checkpoint (and every
+rank) sees the same inputs. The suite calls ``run`` and logs through ``scalars`` / ``heatmaps`` / ``step_columns``.
+
+Token ids come from the vocabulary's named roles (``bind_roles``): an argument left ``None`` reads its role,
+an explicit id range must lie inside it. A probe never bound (Python use without a corpus) reads the roles
+of the paper's PCFG vocabulary, ``PCFGDocuments()`` at its defaults (docs/research.md#pcfg).
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -37,7 +42,7 @@ class Probe(ABC):
         return ()
 
     def bind(self, vocabulary: Vocabulary) -> None:
-        """Receive the corpus vocabulary at start-up (``ProbeRunner.setup``); default: nothing to do.
+        """Receive the corpus vocabulary at start-up (``ProbeSuite.bind``); default: nothing to do.
 
         Probes that read roles (``roles: content`` in a config) store them here; explicit id ranges are
         checked against the roles here (``ProbeError`` naming the argument).
@@ -118,4 +123,94 @@ def check_in_role(where: str, ids: tuple[int, int], vocabulary: Vocabulary, role
     """
     lo, hi = role_range(where, vocabulary, role)
     if not lo <= ids[0] < ids[1] <= hi:
-        raise ProbeError(f"{where}: ids [{ids[0]}, {ids[1]}) are not inside the corpus's {role!r} role [{lo}, {hi})")
+        shown = f"id {ids[0]}" if ids[1] == ids[0] + 1 else f"({ids[0]}, {ids[1]})"
+        raise ProbeError(f"{where}: {shown} is not inside the corpus role {role!r} ({lo}, {hi})")
+
+
+@functools.lru_cache(maxsize=1)
+def paper_vocabulary() -> Vocabulary:
+    """The paper's PCFG vocabulary (``PCFGDocuments()`` at its defaults): the roles of a probe never bound."""
+    from hierlatent.corpora.pcfg import PCFGDocuments  # lazily: its kernels compile only when it is needed
+
+    return PCFGDocuments().vocabulary()
+
+
+def bind_roles(owner: str, given: dict[str, tuple[int, int] | None], roles: dict[str, str],
+               vocabulary: Vocabulary | None) -> dict[str, tuple[int, int]]:
+    """Each argument's id range: its role's range when ``None``, else the explicit range, checked inside the role
+    when the vocabulary has that role (explicit ids need no role: they are what the user asked for).
+
+    Args:
+        owner: the probe class name, for the messages (``FunctionVectorProbe.subject_range: …``).
+        given: argument name -> explicit half-open range, or None to read the role.
+        roles: argument name -> role name.
+        vocabulary: the bound vocabulary; None = not bound: explicit ranges stand unchecked, the others
+            come from ``paper_vocabulary()``.
+    """
+    out = {}
+    for field, value in given.items():
+        where = f"{owner}.{field}"
+        if value is None:
+            out[field] = role_range(where, paper_vocabulary() if vocabulary is None else vocabulary, roles[field])
+        else:
+            if vocabulary is not None and roles[field] in vocabulary.roles:  # a corpus without the role cannot check
+                check_in_role(where, value, vocabulary, roles[field])
+            out[field] = value
+    return out
+
+
+def roles_left_to_corpus(given: dict[str, Any], roles: dict[str, str]) -> tuple[str, ...]:
+    """The roles of the arguments left ``None`` (what ``required_roles`` reports).
+
+    Args:
+        given: argument name -> explicit value or None.
+        roles: argument name -> role name.
+    """
+    return tuple(dict.fromkeys(roles[f] for f, v in given.items() if v is None))
+
+
+def id_range(where: str, value: Any) -> tuple[int, int] | None:
+    """An explicit half-open id range ``[lo, hi)`` with ``0 <= lo < hi`` (or None), else ProbeError naming ``where``.
+
+    Args:
+        where: the probe argument, e.g. ``"SyntaxProbe.verbs"``.
+        value: the configured value.
+    """
+    if value is None:
+        return None
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair) or not 0 <= pair[0] < pair[1]:
+        raise ProbeError(f"{where}: must be a half-open id range [lo, hi) with 0 <= lo < hi, or null for the corpus "
+                         f"role, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+class ReadsRoles:
+    """Mixin of a probe whose id arguments read corpus roles (``role_args``: argument -> role name).
+
+    The subclass stores its explicit arguments (None = read the role) in ``self._given`` and sets
+    ``self._ranges = None``; ``bind`` resolves them and ``ranges`` holds the result.
+    """
+
+    role_args: ClassVar[dict[str, str]] = {}
+    _given: dict[str, tuple[int, int] | None]
+    _ranges: dict[str, tuple[int, int]] | None
+
+    def required_roles(self) -> tuple[str, ...]:
+        """The roles of the id arguments left to the corpus."""
+        return roles_left_to_corpus(self._given, self.role_args)
+
+    def bind(self, vocabulary: Vocabulary) -> None:
+        """Read the ids left None from the corpus roles; check the explicit ones against them.
+
+        Args:
+            vocabulary: the corpus vocabulary.
+        """
+        self._ranges = bind_roles(type(self).__name__, self._given, self.role_args, vocabulary)
+
+    @property
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """The bound id ranges, argument -> [lo, hi) (never bound: the paper's roles, module docstring)."""
+        if self._ranges is None:
+            self._ranges = bind_roles(type(self).__name__, self._given, self.role_args, None)
+        return self._ranges

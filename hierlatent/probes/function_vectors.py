@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter
-from hierlatent.probes.base import Probe
+from hierlatent.probes.base import Probe, ReadsRoles, id_range
 from hierlatent.probes.intervene import chunks, hooks, model_device, output_tensor, sdpa_probe_mode, with_output
 from hierlatent.probes.mcgrath import _cache_kwarg
 
@@ -252,24 +252,19 @@ def fv_todd(model: nn.Module, prompts: dict[str, Tensor], n_top_heads: int = 10,
 
 
 # -- the Probe -----------------------------------------------------------------------------------------
-def _check_range(field: str, value: Any) -> tuple[int, int]:
-    if (not isinstance(value, (tuple, list)) or len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
-                                                                      for v in value) or not 0 <= value[0] < value[1]):
-        raise ProbeError(f"FunctionVectorProbe.{field}: must be a half-open id range [lo, hi) with 0 <= lo < hi, "
-                         f"got {value!r}")
-    return int(value[0]), int(value[1])
+class FunctionVectorProbe(ReadsRoles, Probe):
+    """Function vectors on a PCFG vocabulary: the paper's per-layer improvement and Todd et al.'s FV.
 
-
-class FunctionVectorProbe(Probe):
-    """Function vectors on the PCFG vocabulary: the paper's per-layer improvement and Todd et al.'s FV.
+    The id arguments default to the corpus's roles (bound at start-up, ``ReadsRoles``); an explicit value
+    must lie inside its role, and a corpus without the roles the probe reads (n-gram) refuses it.
 
     Args:
         n_pairs: source/target prompt pairs of the paper protocol (ignored when ``prompts`` is given).
         seed: seed of the prompt sampler (the paper: 42).
-        connector: the connector token C of the prompts.
-        subject_range: half-open id range of subjects.
-        verb_range: half-open id range of verbs.
-        object_range: half-open id range of objects.
+        connector: the connector token C of the prompts; None = the first id of the ``connectors`` role.
+        subject_range: half-open id range of subjects; None = the ``subjects`` role.
+        verb_range: half-open id range of verbs; None = the ``verbs`` role.
+        object_range: half-open id range of objects; None = the ``objects`` role.
         prompts: explicit pairs, each ``[s1, v1, o1, s2, v2, o2]`` (source [s1 v1 o1 C s1 v1] -> o1, target
             [s2 v2 o2 C s2 v2] -> o2); None = ``n_pairs`` sampled ones.
         todd: also run Todd et al.'s head ranking and function-vector accuracy.
@@ -281,31 +276,45 @@ class FunctionVectorProbe(Probe):
     """
 
     name = "function_vectors"
+    #: the corpus role each id argument reads when it is left None
+    role_args = {"subject_range": "subjects", "verb_range": "verbs", "object_range": "objects",
+                 "connector": "connectors"}
 
-    def __init__(self, n_pairs: int = 16, seed: int = 42, connector: int = 950,
-                 subject_range: tuple[int, int] = (0, 300), verb_range: tuple[int, int] = (300, 600),
-                 object_range: tuple[int, int] = (600, 900), prompts: list[list[int]] | None = None,
+    def __init__(self, n_pairs: int = 16, seed: int = 42, connector: int | None = None,
+                 subject_range: tuple[int, int] | None = None, verb_range: tuple[int, int] | None = None,
+                 object_range: tuple[int, int] | None = None, prompts: list[list[int]] | None = None,
                  todd: bool = True, n_top_heads: int = 10, fv_layer: int | None = None, n_shots: int = 5,
                  n_icl_prompts: int = 16, batch_size: int = 64) -> None:
-        for field, value, low in (("n_pairs", n_pairs, 1), ("seed", seed, 0), ("connector", connector, 0),
-                                  ("n_top_heads", n_top_heads, 1), ("n_shots", n_shots, 2),
-                                  ("n_icl_prompts", n_icl_prompts, 1), ("batch_size", batch_size, 1)):
+        for field, value, low in (("n_pairs", n_pairs, 1), ("seed", seed, 0), ("n_top_heads", n_top_heads, 1),
+                                  ("n_shots", n_shots, 2), ("n_icl_prompts", n_icl_prompts, 1),
+                                  ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ProbeError(f"FunctionVectorProbe.{field}: must be an integer >= {low}, got {value!r}")
-        if fv_layer is not None and (isinstance(fv_layer, bool) or not isinstance(fv_layer, int) or fv_layer < 0):
-            raise ProbeError(f"FunctionVectorProbe.fv_layer: must be an integer >= 0 or None, got {fv_layer!r}")
-        self.subject_range = _check_range("subject_range", subject_range)
-        self.verb_range = _check_range("verb_range", verb_range)
-        self.object_range = _check_range("object_range", object_range)
+        for field, value in (("fv_layer", fv_layer), ("connector", connector)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ProbeError(f"FunctionVectorProbe.{field}: must be an integer >= 0 or None, got {value!r}")
+        self._given = {f: id_range(f"FunctionVectorProbe.{f}", v) for f, v in
+                       (("subject_range", subject_range), ("verb_range", verb_range), ("object_range", object_range))}
+        self._given["connector"] = None if connector is None else (connector, connector + 1)
+        self._ranges: dict[str, tuple[int, int]] | None = None
         if prompts is not None:
             ok = len(prompts) > 0 and all(isinstance(p, (list, tuple)) and len(p) == 6 and all(
                 not isinstance(t, bool) and isinstance(t, int) and t >= 0 for t in p) for p in prompts)
             if not ok:
                 raise ProbeError("FunctionVectorProbe.prompts: must be a non-empty list of [s1, v1, o1, s2, v2, o2] "
                                  "lists of non-negative token ids")
-        self.n_pairs, self.seed, self.connector, self.prompts = n_pairs, seed, connector, prompts
+        self.n_pairs, self.seed, self.prompts = n_pairs, seed, prompts
         self.todd, self.n_top_heads, self.fv_layer, self.n_shots = todd, n_top_heads, fv_layer, n_shots
         self.n_icl_prompts, self.batch_size = n_icl_prompts, batch_size
+
+    @property
+    def connector(self) -> int:
+        """The connector token C (the first id of the bound range)."""
+        return self.ranges["connector"][0]
+
+    subject_range = property(lambda self: self.ranges["subject_range"], doc="Bound subject ids [lo, hi).")
+    verb_range = property(lambda self: self.ranges["verb_range"], doc="Bound verb ids [lo, hi).")
+    object_range = property(lambda self: self.ranges["object_range"], doc="Bound object ids [lo, hi).")
 
     def validate(self, adapter: ModelAdapter) -> None:
         """Every token id inside the vocabulary, ``fv_layer`` a layer, Todd prompts inside the context.
@@ -315,8 +324,8 @@ class FunctionVectorProbe(Probe):
         """
         V = adapter.vocab_size
         for field in ("subject_range", "verb_range", "object_range"):
-            if getattr(self, field)[1] > V:
-                raise ProbeError(f"FunctionVectorProbe.{field}: {getattr(self, field)} exceeds the vocabulary ({V})")
+            if self.ranges[field][1] > V:
+                raise ProbeError(f"FunctionVectorProbe.{field}: {self.ranges[field]} exceeds the vocabulary ({V})")
         if self.connector >= V:
             raise ProbeError(f"FunctionVectorProbe.connector: id {self.connector} is outside the vocabulary ({V})")
         if self.prompts is not None and max(max(p) for p in self.prompts) >= V:

@@ -7,8 +7,9 @@ ranges), the probability mass the model puts on
 - subjects after ``[s v o c]``   -> ``subject_after_svoc``,
 averaged over samples. A causal model's prediction after a prefix does not depend on later tokens, so all
 three come from ONE batched forward over the ``[S, 4]`` prompts (read at positions 0, 1 and 3). Id ranges
-default to the PCFG layout of docs/research.md#pcfg (subjects 0–299, verbs 300–599, objects 600–899, connectors
-900–999); ``prefix`` (e.g. ``[1000]``, the EOS that precedes a sentence in the corpus) is prepended.
+come from the corpus vocabulary's roles (docs/research.md#pcfg; the paper's subjects 0–299, verbs 300–599,
+objects 600–899, connectors 900–999); ``prefix`` (e.g. ``[1000]``, the EOS that precedes a sentence in the
+corpus) is prepended.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter, logits_at
-from hierlatent.probes.base import Probe
+from hierlatent.probes.base import Probe, ReadsRoles, id_range
 
 KEYS = ("verb_after_subject", "object_after_subject_verb", "subject_after_svoc")
 # (prompt position read, role whose mass is measured) per key, for prompts s v o c
@@ -39,37 +40,38 @@ def role_mass(probs: Tensor, low: int, high: int) -> Tensor:
     return probs[..., low:high].sum(-1)
 
 
-class SyntaxProbe(Probe):
+class SyntaxProbe(ReadsRoles, Probe):
     """Role-order probability masses after random subject / subject-verb / subject-verb-object-connector prompts.
+
+    The id ranges default to the corpus's roles (bound at start-up, ``ReadsRoles``); an explicit range must
+    lie inside its role, and a corpus without the roles the probe reads (n-gram) refuses it.
 
     Args:
         n_samples: number of random prompts.
-        subjects: subject id range [low, high).
-        verbs: verb id range [low, high).
-        objects: object id range [low, high).
-        connectors: connector id range [low, high).
+        subjects: subject id range [low, high); None = the corpus's ``subjects`` role.
+        verbs: verb id range [low, high); None = the ``verbs`` role.
+        objects: object id range [low, high); None = the ``objects`` role.
+        connectors: connector id range [low, high); None = the ``connectors`` role.
         prefix: token ids prepended to every prompt (e.g. [1000] = the PCFG EOS); empty = none (the research code).
         batch_size: prompts per forward (None = all at once).
         seed: seed of the prompt generator.
     """
 
     name = "syntax"
+    #: each range argument reads the corpus role of the same name
+    role_args = {role: role for role in ("subjects", "verbs", "objects", "connectors")}
 
-    def __init__(self, n_samples: int = 100, subjects: tuple[int, int] = (0, 300), verbs: tuple[int, int] = (300, 600),
-                 objects: tuple[int, int] = (600, 900), connectors: tuple[int, int] = (900, 1000),
-                 prefix: Sequence[int] = (), batch_size: int | None = None, seed: int = 0) -> None:
+    def __init__(self, n_samples: int = 100, subjects: tuple[int, int] | None = None,
+                 verbs: tuple[int, int] | None = None, objects: tuple[int, int] | None = None,
+                 connectors: tuple[int, int] | None = None, prefix: Sequence[int] = (),
+                 batch_size: int | None = None, seed: int = 0) -> None:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ProbeError(f"SyntaxProbe.n_samples: must be an integer >= 1, got {n_samples!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ProbeError(f"SyntaxProbe.batch_size: must be an integer >= 1 or None, got {batch_size!r}")
-        self.ranges: dict[str, tuple[int, int]] = {}
-        roles = {"subjects": subjects, "verbs": verbs, "objects": objects, "connectors": connectors}
-        for field, value in roles.items():
-            pair = tuple(value)
-            if len(pair) != 2 or not all(isinstance(v, int) for v in pair) or not 0 <= pair[0] < pair[1]:
-                raise ProbeError(f"SyntaxProbe.{field}: must be an id range [low, high) with 0 <= low < high, "
-                                 f"got {value!r}")
-            self.ranges[field] = pair
+        self._given = {field: id_range(f"SyntaxProbe.{field}", value) for field, value in
+                       (("subjects", subjects), ("verbs", verbs), ("objects", objects), ("connectors", connectors))}
+        self._ranges: dict[str, tuple[int, int]] | None = None
         self.prefix = [int(t) for t in prefix]
         if any(t < 0 for t in self.prefix):
             raise ProbeError(f"SyntaxProbe.prefix: token ids must be >= 0, got {list(prefix)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,11 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "olmo"))
-from fake_probe import FakeProbe  # noqa: E402
-from runner_helpers import TinyData, TinyLM  # noqa: E402
-
-from hierlatent.callbacks.probes import ProbeRunner, extract_fragment, merge_fragment  # noqa: E402
-from hierlatent.errors import ProbeError  # noqa: E402
+from hierlatent.callbacks.probes import ProbeRunner
+from hierlatent.documents import extract_fragment, merge_fragment
+from hierlatent.errors import ProbeError
+from tests.callbacks.runner_helpers import TinyData, TinyLM
+from tests.olmo.fake_probe import FakeProbe
 
 
 def fit(tmp_path: Path, runner: ProbeRunner | None, devices: int = 1, strategy: str = "auto", max_steps: int = 6,
@@ -81,8 +78,14 @@ def test_constructor_errors():
         ProbeRunner([])
     with pytest.raises(ProbeError, match="ProbeRunner.every_n_steps"):
         ProbeRunner([FakeProbe()], every_n_steps=0)
-    with pytest.raises(ProbeError, match="unique"):
-        ProbeRunner([FakeProbe(), FakeProbe()])
+
+
+
+def test_probes_compose_by_name():
+    """A later probe replaces an earlier one of its name, in the earlier's place (a preset after a config)."""
+    first, other, later = FakeProbe(seed=0), FakeProbe(name="other"), FakeProbe(seed=5)
+    runner = ProbeRunner([first, other, later])
+    assert runner.probes == [later, other]
 
 
 def test_fragment_nesting():

@@ -146,7 +146,7 @@ def test_probe_json_scalars_columns():
     res = probe.run(model)
     json.dumps(res, allow_nan=False)
     assert len(res["improvement"]) == 3
-    assert res["improvement"] == pytest.approx(fv_paper(model, probe.pairs(), 950), abs=1e-12)
+    assert res["improvement"] == pytest.approx(fv_paper(model, probe.pairs(), probe.connector), abs=1e-12)
     todd = res["todd"]
     assert len(todd["top_heads"]) == 2 and todd["layer"] == 1
     assert todd["gain"] == todd["fv_accuracy"] - todd["zero_shot_accuracy"]
@@ -168,7 +168,7 @@ def test_pairs_are_seeded_and_in_range():
 def test_explicit_prompts_are_used():
     model = tiny_model("gpt2", n_layers=2)
     prompts = [[1, 301, 601, 2, 302, 602], [3, 303, 603, 4, 304, 604]]
-    res = FunctionVectorProbe(prompts=prompts, todd=False).run(model)
+    res = FunctionVectorProbe(prompts=prompts, connector=950, todd=False).run(model)
     assert set(res) == {"improvement", "improvement_stderr", "n_pairs"} and res["n_pairs"] == 2
     assert res["improvement"] == pytest.approx(fv_paper(model, torch.tensor(prompts), 950), abs=1e-12)
     diffs = fv_paper_pairs(model, torch.tensor(prompts), 950)  # [L, 2]: the stderr of 2 pairs is |a - b| / 2

@@ -1,4 +1,4 @@
-"""Vocabulary roles per generator, ``Probe.bind`` through the ``ProbeRunner``, and refusals naming the probe."""
+"""Vocabulary roles per generator, ``Probe.bind`` through the ``ProbeRunner``/``ProbeSuite``, and refusals naming the probe."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
 from hierlatent.callbacks.probes import ProbeRunner
+from hierlatent.callbacks.suite import ProbeSuite
 from hierlatent.corpora.base import Vocabulary
 from hierlatent.corpora.grammar import GrammarCorpus
 from hierlatent.corpora.ngram import NGramCorpus
 from hierlatent.corpora.pcfg import PCFGDocuments
 from hierlatent.corpora.toy import ToyHierarchy
 from hierlatent.errors import ConfigError, ProbeError
+from hierlatent.probes.function_vectors import FunctionVectorProbe, icl_prompts
 from hierlatent.probes.hydra import HydraProbe
 from hierlatent.probes.icl import ICLProbe
 from hierlatent.probes.induction import InductionProbe
 from hierlatent.probes.query_fv import QueryFunctionVectorProbe
+from hierlatent.probes.syntax import SyntaxProbe
 
 
 def _ids(vocab: Vocabulary, role: str) -> list[str]:
@@ -96,3 +101,85 @@ def test_runner_binds_from_the_datamodule_generator():
     ProbeRunner([HydraProbe()]).bind_datamodule(None)  # no corpus, no roles needed: fine
     with pytest.raises(ProbeError, match="needs the corpus roles"):
         ProbeRunner([HydraProbe(stimulus="query")]).bind_datamodule(None)
+
+
+# -- FunctionVectorProbe and SyntaxProbe read the PCFG roles -------------------------------------------------
+def _quickstart_vocab() -> Vocabulary:
+    """The quickstart's PCFG lexicon: S 0-31, V 32-63, O 64-95, C 96-99, then the special tail."""
+    return PCFGDocuments(n_subjects=32, n_verbs=32, n_objects=32, n_connectors=4).vocabulary()
+
+
+def _inside(ids, vocab: Vocabulary, role: str) -> bool:
+    lo, hi = vocab.roles[role]
+    return bool(((ids >= lo) & (ids < hi)).all())
+
+
+def test_function_vectors_read_the_bound_roles():
+    vocab = _quickstart_vocab()
+    probe = FunctionVectorProbe(n_pairs=64, seed=42, n_icl_prompts=8, n_shots=3)
+    ProbeSuite([probe]).bind(vocab)
+    pairs = probe.pairs()
+    for col, role in enumerate(["subjects", "verbs", "objects"] * 2):
+        assert _inside(pairs[:, col], vocab, role), role
+    assert probe.connector == vocab.roles["connectors"][0]  # C = the first connector
+    prompts = icl_prompts(8, 3, probe.subject_range, probe.verb_range, probe.object_range, probe.connector, 42)
+    assert _inside(prompts["gold"], vocab, "objects") and _inside(prompts["zero_shot"][:, 0], vocab, "subjects")
+
+
+def test_roles_give_the_stimuli_the_typed_ranges_gave():
+    """Where the roles equal the ranges configs used to type, the stimuli (hence the numbers) are unchanged."""
+    vocab = _quickstart_vocab()
+    fv, syntax = FunctionVectorProbe(n_pairs=16, seed=42, todd=False), SyntaxProbe(n_samples=32)
+    ProbeSuite([fv, syntax]).bind(vocab)
+    typed_fv = FunctionVectorProbe(n_pairs=16, seed=42, connector=96, subject_range=(0, 32), verb_range=(32, 64),
+                                   object_range=(64, 96), todd=False)
+    typed_syntax = SyntaxProbe(n_samples=32, subjects=(0, 32), verbs=(32, 64), objects=(64, 96), connectors=(96, 100))
+    assert torch.equal(fv.pairs(), typed_fv.pairs()) and fv.connector == typed_fv.connector
+    assert torch.equal(syntax.prompts(), typed_syntax.prompts())
+
+
+def test_syntax_reads_the_bound_roles_and_rebinds():
+    probe = SyntaxProbe(n_samples=40, prefix=[100])
+    for vocab in (_quickstart_vocab(), PCFGDocuments().vocabulary()):  # probe-olmo binds once per checkpoint
+        ProbeSuite([probe]).bind(vocab)
+        x = probe.prompts()
+        for col, role in zip(range(1, 5), ("subjects", "verbs", "objects", "connectors")):
+            assert _inside(x[:, col], vocab, role), role
+
+
+@pytest.mark.parametrize("probe, message", [
+    (FunctionVectorProbe(subject_range=(0, 300)),
+     r"FunctionVectorProbe\.subject_range: \(0, 300\) is not inside the corpus role 'subjects' \(0, 32\)"),
+    (FunctionVectorProbe(connector=950), r"FunctionVectorProbe\.connector: id 950 is not inside the corpus role "
+                                         r"'connectors' \(96, 100\)"),
+    (SyntaxProbe(verbs=(30, 40)), r"SyntaxProbe\.verbs: \(30, 40\) is not inside the corpus role 'verbs' \(32, 64\)"),
+])
+def test_explicit_ranges_outside_their_role_are_refused(probe, message):
+    with pytest.raises(ProbeError, match=rf"probes\[1\] \({type(probe).__name__}, '{probe.name}'\): {message}"):
+        ProbeRunner([ICLProbe(), probe]).bind(_quickstart_vocab())
+
+
+@pytest.mark.parametrize("probe", [SyntaxProbe(), FunctionVectorProbe(connector=5)])
+def test_pcfg_probes_on_ngram_are_refused_naming_them(probe):
+    with pytest.raises(ProbeError, match=rf"probes\[0\] \({type(probe).__name__}, '{probe.name}'\): needs the corpus "
+                                         r"roles \[.*'subjects'.*\].*it has: content, special"):
+        ProbeRunner([probe, ICLProbe()]).bind(NGramCorpus(n_words=50).vocabulary())
+
+
+def test_fully_explicit_probe_needs_no_roles():
+    explicit = dict(connector=60, subject_range=(0, 20), verb_range=(20, 40), object_range=(40, 60))
+    probe = FunctionVectorProbe(n_pairs=4, todd=False, **explicit)
+    assert probe.required_roles() == ()
+    for vocab in (None, NGramCorpus(n_words=80).vocabulary()):  # no corpus; a corpus without these roles
+        ProbeSuite([probe]).bind(vocab)
+        assert (probe.subject_range, probe.verb_range, probe.object_range, probe.connector) == ((0, 20), (20, 40),
+                                                                                               (40, 60), 60)
+    half = FunctionVectorProbe(subject_range=(0, 20))  # the others read roles: still refused without them
+    assert half.required_roles() == ("verbs", "objects", "connectors")
+
+
+def test_unbound_probes_use_the_paper_vocabulary_roles():
+    paper = PCFGDocuments().vocabulary()
+    fv, syntax = FunctionVectorProbe(), SyntaxProbe()
+    assert fv.subject_range == paper.roles["subjects"] and fv.connector == paper.roles["connectors"][0]
+    assert syntax.ranges == {r: paper.roles[r] for r in ("subjects", "verbs", "objects", "connectors")}

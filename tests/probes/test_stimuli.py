@@ -49,7 +49,7 @@ def _tiny() -> torch.nn.Module:
 def _probe_from(preset: str, cls: type) -> object:
     """The probe of class ``cls`` as a callbacks preset configures it."""
     runner = yaml.safe_load((ROOT / "callbacks" / preset).read_text())["trainer"]["callbacks"][0]["init_args"]
-    (args,) = [p["init_args"] for p in runner["probes"] if p["class_path"].endswith(cls.__name__)]
+    (args,) = [p["init_args"] for p in runner["probes+"] if p["class_path"].endswith(cls.__name__)]
     return cls(**args)
 
 
