@@ -30,8 +30,8 @@ from lightning.pytorch import Trainer
 from hierlatent.callbacks.probes import ProbeRunner
 from hierlatent.errors import ConfigError, HierlatentError
 from hierlatent.olmo.checkpoints import CheckpointRef, discover, download, hub_weights_hash, weights_hash
-from hierlatent.olmo.frozen import FrozenCausalLM
-from hierlatent.olmo.heldout import check_heldout, heldout_source, heldout_windows
+from hierlatent.olmo.frozen import FrozenCausalLM, probe_checkpoint
+from hierlatent.olmo.heldout import check_heldout, check_roles
 from hierlatent.olmo.manifest import read_manifest, write_manifest
 from hierlatent.olmo.report import is_complete, rebuild_tensorboard
 
@@ -65,7 +65,9 @@ def probe_olmo(
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise ConfigError(f"--output_dir: {output_dir} exists and is not a directory")
     refs = discover(checkpoints, revisions)  # errors surface here, before any process is started
-    check_heldout([p for r in runners for p in r.probes], [Path(r.path) if r.path else None for r in refs], heldout)
+    local = [Path(r.path) if r.path else None for r in refs]
+    check_heldout([p for r in runners for p in r.probes], local, heldout)
+    check_roles(runners, local, heldout)  # role-needing probes are refused here, naming the probe
     sources = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     args = (trainer, runners, refs, Path(output_dir), cache_dir, dtype, [str(s) for s in sources], heldout)
     launcher = trainer.strategy.launcher
@@ -255,19 +257,7 @@ def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path,
         alive = weakref.ref(module.model)
         out["seconds_load"] = round(time.perf_counter() - t0, 4)
         t0 = time.perf_counter()
-        doc: dict[str, Any] = {}
-        source = heldout_source(path, heldout)
-        for runner in runners:
-            runner.validate(module.model)
-            windows = None
-            if source is not None and runner.n_heldout > 0:
-                windows = heldout_windows(source, runner.n_heldout, runner.heldout_seed,
-                                          getattr(module.model.config, "max_position_embeddings", None),
-                                          runner.heldout_offsets)
-            part = runner.probe_model(module.model, step=ref.step or 0, tokens=ref.tokens, heldout=windows)
-            seconds = {**doc.get("probe_seconds", {}), **part.pop("probe_seconds", {})}
-            doc.update(part)
-            doc["probe_seconds"] = seconds
+        doc = probe_checkpoint(runners, module.model, path, heldout, ref.step or 0, ref.tokens)
         doc.update(step=ref.step, tokens=ref.tokens, revision=ref.revision, commit=ref.commit)
         from hierlatent.io import atomic_write_json
 
