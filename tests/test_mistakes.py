@@ -105,6 +105,12 @@ MISTAKES = [
     ("compare-nothing", ["compare"], "give a sweep directory"),
     ("compare-not-a-sweep", ["compare", "adir"], "no manifest.json"),
     ("compare-unknown-flag", ["compare", "--run", "a"], "--run"),
+    ("sweep-wrong-type", ["sweep", "tiny.yaml", "--output_dir", "out", "--parallel", "abc"], "--parallel: invalid value abc"),
+    ("sweep-bad-choice", ["sweep", "tiny.yaml", "--output_dir", "out", "--launcher", "pbs"], "--launcher: expected one of 'local', 'slurm', got pbs"),
+    ("sweep-abbreviated", ["sweep", "tiny.yaml", "--output_dir", "out", "--parallell", "2"], "did you mean --parallel?"),
+    ("compare-wrong-type", ["compare", "adir", "--paired", "maybe"], "--paired: invalid value maybe"),
+    ("compare-bad-choice", ["compare", "adir", "--steps", "middle"], "--steps: expected one of 'all', 'final', got middle"),
+    ("compare-abbreviated", ["compare", "adir", "--metric", "x"], "did you mean --metrics?"),
 ]
 
 

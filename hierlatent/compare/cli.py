@@ -7,6 +7,7 @@ seed statistics and the pairwise tests at every shared checkpoint step, and writ
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +44,7 @@ def compare(
     Returns:
         The files written.
     """
-    from hierlatent.compare.collect import align_by_index, parse_run_args, read_run, read_sweep, select_metrics
+    from hierlatent.compare.collect import align_by_index, select_metrics
     from hierlatent.compare.report import write_report
     from hierlatent.compare.table import build_table
 
@@ -51,8 +52,7 @@ def compare(
         raise ConfigError("compare: give a sweep directory or --runs CONDITION=PATH ...")
     out = Path(output_dir)
     check_writable(out, "--output_dir")
-    data, sweep_paired, notes = read_sweep(Path(sweep_dir)) if sweep_dir is not None else ([], False, [])
-    data += [read_run(c, None, p) for c, p in parse_run_args(list(runs))]
+    data, sweep_paired, notes = _read(sweep_dir, list(runs))
     if align == "index":
         align_by_index(data)
         notes.append("checkpoints aligned by index: the step column is the k-th checkpoint of each run (0 = first)")
@@ -70,6 +70,22 @@ def compare(
     return files
 
 
+def _read(sweep_dir: Path | None, runs: list[str]):
+    """Every run of the sweep and of ``--runs``, with progress over the runs read on standard output, beside
+    the summary line (a bar on a terminal, a line every 10 s otherwise); (runs, paired by the sweep file, notes)."""
+    from hierlatent.compare.collect import parse_run_args, read_run, sweep_entries
+    from hierlatent.progress import Progress
+
+    entries, paired, notes = sweep_entries(Path(sweep_dir)) if sweep_dir is not None else ([], False, [])
+    entries += [(c, None, p) for c, p in parse_run_args(runs)]
+    data = []
+    with Progress("compare", len(entries), "runs read", interval=10.0, stream=sys.stdout) as progress:
+        for condition, seed, path in entries:
+            data.append(read_run(condition, seed, path))
+            progress.advance(f"{condition}/seed-{seed}" if seed is not None else str(path))
+    return data, paired, notes
+
+
 def _pair(text: str, groups: dict) -> tuple[str, str]:
     a, sep, b = text.partition(":")
     if not sep or a not in groups or b not in groups:
@@ -85,17 +101,13 @@ def main(argv: list[str]) -> int:
     """
     from jsonargparse import ArgumentParser
 
-    from hierlatent.cli_checks import expand_list_flags
+    from hierlatent.cli_checks import expand_list_flags, parse_or_error
 
     parser = ArgumentParser(prog="hierlatent compare", description=compare.__doc__.splitlines()[0],
                             exit_on_error=False, allow_abbrev=False)
     parser.add_argument("sweep_dir", type=Path, nargs="?", help="a `hierlatent sweep` output directory.")
     parser.add_function_arguments(compare, skip={"sweep_dir"})
-    try:
-        cfg = parser.parse_args(expand_list_flags(list(argv), _LIST_FLAGS))
-    except Exception as exc:  # noqa: BLE001 — jsonargparse's ArgumentError: one line naming the flag
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise ConfigError(f"{message} (see hierlatent compare --help)") from None
+    cfg = parse_or_error(parser, expand_list_flags(list(argv), _LIST_FLAGS), "compare")
     kwargs = {k: v for k, v in vars(parser.instantiate_classes(cfg)).items() if k != "config"}
     compare(**kwargs)
     return 0

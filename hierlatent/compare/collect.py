@@ -118,6 +118,12 @@ def read_run(condition: str, seed: int | None, path: Path) -> RunData:
 
 def read_sweep(sweep_dir: Path) -> tuple[list[RunData], bool, list[str]]:
     """The finished runs of a sweep directory (``manifest.json``), whether seeds are paired, and notes."""
+    entries, paired, notes = sweep_entries(sweep_dir)
+    return [read_run(*e) for e in entries], paired, notes
+
+
+def sweep_entries(sweep_dir: Path) -> tuple[list[tuple[str, int | None, Path]], bool, list[str]]:
+    """(condition, seed, log dir) of a sweep's finished runs, whether seeds are paired, and notes (nothing read yet)."""
     path = Path(sweep_dir) / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -134,7 +140,7 @@ def read_sweep(sweep_dir: Path) -> tuple[list[RunData], bool, list[str]]:
         log_dir = Path(rec["log_dir"])
         if not log_dir.is_absolute() and not log_dir.is_dir():
             log_dir = Path(sweep_dir) / rec["condition"] / f"seed-{rec['seed']}"
-        runs.append(read_run(rec["condition"], rec.get("seed"), log_dir))
+        runs.append((rec["condition"], rec.get("seed"), log_dir))
     return runs, bool(manifest.get("paired", False)), notes
 
 

@@ -239,9 +239,9 @@ def _hash(ref: CheckpointRef, previous: dict | None, complete: bool,
 
 def _progress(rank: int, done: int, total: int, revision: str, elapsed: float) -> None:
     """One progress line per probed revision (readable in a terminal, a log file and CI alike)."""
-    eta = elapsed / done * (total - done)
-    print(f"probe-olmo: rank {rank}: {done}/{total} revisions ({revision}); elapsed {elapsed:.0f} s, ETA {eta:.0f} s",
-          file=sys.stderr, flush=True)
+    from hierlatent.progress import progress_line
+
+    print(progress_line(f"probe-olmo: rank {rank}", done, total, "revisions", elapsed, revision), file=sys.stderr, flush=True)
 
 
 def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path, device: torch.device,
