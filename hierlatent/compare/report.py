@@ -76,7 +76,8 @@ def markdown(rows: list[dict], groups: dict[str, list], notes: list[str], paired
 
 
 def effects_figure(rows: list[dict], path: Path, max_rows: int = 40) -> None:
-    """Final-step differences in units of the pooled SD, with their 95% CIs; Holm-significant rows marked."""
+    """Final-step standardised differences (Hedges' g, or d_z for paired seeds) with 95% CIs; Holm-significant
+    rows marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +99,9 @@ def effects_figure(rows: list[dict], path: Path, max_rows: int = 40) -> None:
                     color=colour, capsize=2, ms=4)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(items)), [f"{r['metric']} ({r['a']}−{r['b']}, step {r['step']})" for r in items], fontsize=7)
-    ax.set_xlabel("difference a − b in pooled SDs (effect size), 95% CI")
+    paired = any(r["effect_kind"] == "cohen_dz" for r in items)
+    unit = "SDs of the paired differences (Cohen's d_z)" if paired else "pooled SDs (Hedges' g)"
+    ax.set_xlabel(f"difference a − b in {unit}, 95% CI", fontsize=8)
     ax.set_title("Final-checkpoint effects (red: significant after Holm)", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()

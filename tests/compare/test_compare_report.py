@@ -212,3 +212,18 @@ def test_align_by_index_matches_runs_of_different_lengths(tmp_path):
     run_hierlatent(["compare", str(sw), "--output_dir", "r2", "--steps", "final", "--align", "index"], cwd=tmp_path)
     (r,) = _rows(tmp_path / "r2" / "report.csv")
     assert int(r["step"]) == 1 and float(r["diff"]) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("kind, unit", [("cohen_dz", "d_z"), ("hedges_g", "Hedges' g")])
+def test_effects_figure_names_the_effect_size_it_plots(tmp_path, monkeypatch, kind, unit):
+    import matplotlib.axes
+
+    from hierlatent.compare.report import effects_figure
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, text, **kw: labels.append(text))
+    row = dict(metric="m", a="x", b="y", step=5, effect_size=1.0, diff=0.5, diff_ci_lo=0.1, diff_ci_hi=0.9,
+               p_holm=0.2, effect_kind=kind)
+    effects_figure([row], tmp_path / "effects.png")
+    assert (tmp_path / "effects.png").stat().st_size > 0
+    assert len(labels) == 1 and unit in labels[0]
