@@ -26,7 +26,7 @@ class SubcommandCLI(LightningCLI):
 
     Why private: LightningCLI builds its sub-parsers in ``_add_subcommands`` and runs them in ``_run_subcommand``,
     both assuming every subcommand is spelled as its Trainer method and takes a model and a data module; no
-    public hook adds a subcommand of another shape. ``_parse_ckpt_path`` (Lightning >= 2.5) would replace the
+    public hook adds a subcommand of another shape. ``_parse_ckpt_path`` (not in 2.5.0, in 2.6) would replace the
     configured model by a checkpoint's hyper-parameters; hierlatent refuses a checkpoint of another model instead.
     """
 
@@ -93,16 +93,17 @@ class StepCheckpoint(ModelCheckpoint):
     Why private: ``ModelCheckpoint`` writes through ``_save_checkpoint`` and deletes (top-k retention) through
     ``_remove_checkpoint``; no public callback hook runs after a file is written (``on_save_checkpoint`` runs
     before, for every dump) or when retention deletes one. A save off the schedule (the final weights) needs
-    ``_save_topk_checkpoint``/``_save_last_checkpoint`` so top-k retention counts it; the step schedule resolved
-    after the restore (``every_fraction``) is ``_every_n_train_steps``.
+    ``_monitor_candidates``, ``_save_topk_checkpoint`` and ``_save_last_checkpoint`` so top-k retention counts
+    it; the step schedule resolved after the restore (``every_fraction``) is ``_every_n_train_steps``.
     """
 
-    def checkpoint_saved(self, trainer: Trainer, filepath: str) -> None:
+    def checkpoint_saved(self, trainer: Trainer, filepath: str, last: bool) -> None:
         """Called on every rank after ``filepath`` was written (override).
 
         Args:
             trainer: the running trainer.
             filepath: the checkpoint file.
+            last: whether it is the ``last`` checkpoint (Lightning 2.4 writes one at every epoch end).
         """
 
     def checkpoint_removed(self, trainer: Trainer, filepath: str) -> None:
@@ -121,20 +122,31 @@ class StepCheckpoint(ModelCheckpoint):
         """
         self._every_n_train_steps = steps
 
+    #: global step of the newest checkpoint file other than ``last`` (None before the first)
+    top_k_saved_step: int | None = None
+
     def save_now(self, trainer: Trainer) -> None:
-        """Save a top-k and a last checkpoint at this step unless one was saved at it (every rank must call).
+        """Save a top-k and a last checkpoint at this step unless a top-k one was saved at it (every rank calls).
+
+        Whether one was is tracked here: Lightning 2.4 writes ``last.ckpt`` at every epoch end, so its own
+        "saved at this step" marker does not say whether the step has its top-k file.
 
         Args:
             trainer: the running trainer.
         """
-        if self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != "fit":
+            return
+        if self.top_k_saved_step != trainer.global_step:
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)  # after the top-k file, so last records it
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        self.checkpoint_saved(trainer, filepath)
+        last = filepath == self.last_model_path  # _save_last_checkpoint sets last_model_path before it saves
+        if not last:
+            self.top_k_saved_step = trainer.global_step
+        self.checkpoint_saved(trainer, filepath, last)
 
     def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)
@@ -211,7 +223,7 @@ def summary_table(total_parameters: int, trainable_parameters: int, model_size: 
     """Lightning's model-summary table text (the ``ModelSummary`` callback logs it; hierlatent prints it).
 
     Why private: ``_format_summary_table`` is the only formatter; ``ModelSummary.summarize`` logs instead of
-    returning it. Lightning < 2.6 takes no ``total_flops``.
+    returning it. Lightning 2.5.0 takes no ``total_flops`` (2.6 does).
 
     Args:
         total_parameters: parameters of the model.

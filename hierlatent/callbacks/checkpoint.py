@@ -148,8 +148,9 @@ class HFCheckpoint(StepCheckpoint):
         # the final weights are always saved, even off the schedule (all ranks run this: collectives are safe)
         self.save_now(trainer)
 
-    def checkpoint_saved(self, trainer: pl.Trainer, filepath: str) -> None:
-        if self.export_hf and trainer.global_step not in self._exported:
+    def checkpoint_saved(self, trainer: pl.Trainer, filepath: str, last: bool) -> None:
+        # exports follow the step files (last.ckpt alone, as Lightning 2.4 writes at epoch ends, gets none)
+        if self.export_hf and not last and trainer.global_step not in self._exported:
             self._export(trainer)
 
     def _export(self, trainer: pl.Trainer) -> None:
