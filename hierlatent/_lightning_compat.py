@@ -103,7 +103,7 @@ class StepCheckpoint(ModelCheckpoint):
         Args:
             trainer: the running trainer.
             filepath: the checkpoint file.
-            last: whether it is the ``last`` checkpoint (Lightning 2.4 writes one at every epoch end).
+            last: whether it is the ``last`` checkpoint (Lightning 2.4 and 2.5.0 write one at every epoch end).
         """
 
     def checkpoint_removed(self, trainer: Trainer, filepath: str) -> None:
@@ -128,7 +128,7 @@ class StepCheckpoint(ModelCheckpoint):
     def save_now(self, trainer: Trainer) -> None:
         """Save a top-k and a last checkpoint at this step unless a top-k one was saved at it (every rank calls).
 
-        Whether one was is tracked here: Lightning 2.4 writes ``last.ckpt`` at every epoch end, so its own
+        Whether one was is tracked here: Lightning 2.4 and 2.5.0 write ``last.ckpt`` at every epoch end, so their own
         "saved at this step" marker does not say whether the step has its top-k file.
 
         Args:

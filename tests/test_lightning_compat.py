@@ -171,7 +171,7 @@ def test_save_checkpoint_runs_the_saved_hook_after_each_file(checkpointed):
     assert [s for s in saved if s[0] != "last.ckpt"] == [("step=3.ckpt", 3), ("step=6.ckpt", 6), ("step=7.ckpt", 7)]
     for i, (name, step) in enumerate(saved):  # each top-k file is followed by last.ckpt at its step
         assert name == "last.ckpt" or saved[i + 1] == ("last.ckpt", step)
-    # (Lightning 2.4 also writes last.ckpt at every epoch end, with or without a top-k file)
+    # (Lightning 2.4 and 2.5.0 also write last.ckpt at every epoch end, with or without a top-k file)
 
 
 def test_remove_checkpoint_runs_the_removed_hook(checkpointed):

@@ -149,7 +149,7 @@ class HFCheckpoint(StepCheckpoint):
         self.save_now(trainer)
 
     def checkpoint_saved(self, trainer: pl.Trainer, filepath: str, last: bool) -> None:
-        # exports follow the step files (last.ckpt alone, as Lightning 2.4 writes at epoch ends, gets none)
+        # exports follow the step files (a last.ckpt alone, as Lightning 2.4/2.5.0 write at epoch ends, gets none)
         if self.export_hf and not last and trainer.global_step not in self._exported:
             self._export(trainer)
 
