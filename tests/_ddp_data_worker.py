@@ -11,12 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# run as a script: Python puts this file's directory (tests/) first on sys.path, so _data_helpers imports
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-import lightning.pytorch as pl  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-
-from _data_helpers import Recorder, attached_module  # noqa: E402
+from _data_helpers import Recorder, attached_module
 
 MAX_STEPS = 14  # 46 windows / (2 ranks × 2) = 11 steps per epoch: crosses an epoch boundary
 

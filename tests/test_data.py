@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers import the same way with or without tests/__init__.py
-from _data_helpers import TEST_BASE, TRAIN_SHARDS, PositionCorpus, attached_module, fit_recorder, split_arrays  # noqa: E402
-from hierlatent._splitmix import epoch_key, feistel_permutation, random_offsets  # noqa: E402
-from hierlatent.data import CorpusDataModule, EvalWindowSampler, TokenWindows, TrainWindowSampler  # noqa: E402
-from hierlatent.errors import ConfigError  # noqa: E402
+from _data_helpers import TEST_BASE, TRAIN_SHARDS, PositionCorpus, attached_module, fit_recorder, split_arrays
+from hierlatent._splitmix import epoch_key, feistel_permutation, random_offsets
+from hierlatent.data import CorpusDataModule, EvalWindowSampler, TokenWindows, TrainWindowSampler
+from hierlatent.errors import ConfigError
 
 N_TRAIN = sum(TRAIN_SHARDS)
 

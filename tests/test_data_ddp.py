@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers import the same way with or without tests/__init__.py
-from _data_helpers import TEST_BASE, attached_module, fit_recorder  # noqa: E402
-from _ddp_data_worker import MAX_STEPS  # noqa: E402
+from _data_helpers import TEST_BASE, attached_module, fit_recorder
+from _ddp_data_worker import MAX_STEPS
 
 WORKER = Path(__file__).with_name("_ddp_data_worker.py")
 

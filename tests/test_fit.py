@@ -130,11 +130,7 @@ def test_probe_olmo_on_fit_exports_reads_the_runs_corpus(fitted, tmp_path):
 
 def test_probe_olmo_without_heldout_text_fails_at_start(tmp_path):
     """A probe that needs held-out text over checkpoints that record no corpus: one line naming --heldout."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent / "olmo"))
-    from olmo_helpers import make_checkpoint
+    from tests.olmo.olmo_helpers import make_checkpoint
 
     make_checkpoint(tmp_path / "ck" / "step100-tokens1M", seed=0)
     (tmp_path / "icl.yaml").write_text(yaml.safe_dump(ICL_RUNNER))

@@ -25,8 +25,6 @@ import yaml
 from hltest import TESTS_DIR, run_hierlatent, scalars, tiny_fit_config
 
 ROOT = TESTS_DIR.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 BF16_ATOL = 2e-2
 BF16_RTOL = 2e-2

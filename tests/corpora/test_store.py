@@ -147,7 +147,6 @@ def test_resume_after_kill_keeps_shards_and_matches(cache, tmp_path):
     script = tmp_path / "slow.py"
     script.write_text(
         "import sys, time\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from _fake import CountingCorpus\n"
         "from hierlatent.corpora import store\n"
         "real = CountingCorpus.generate_shard\n"
@@ -157,7 +156,8 @@ def test_resume_after_kill_keeps_shards_and_matches(cache, tmp_path):
         "CountingCorpus.generate_shard = slow\n"
         "store.build_corpus(CountingCorpus(), workers=1, progress=False)\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "HIERLATENT_CACHE": str(cache)})
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "HIERLATENT_CACHE": str(cache),
+                                                             "PYTHONPATH": str(Path(__file__).parent)})
     root = store.corpus_dir(CountingCorpus())
     try:
         deadline = time.time() + 120

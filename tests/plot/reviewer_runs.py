@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "callbacks"))
 
 VOCAB = 64
 
 
 def _module(seed: int, lr: float):
-    from runner_helpers import TinyLM
+    from tests.callbacks.runner_helpers import TinyLM
 
     class LoggedLM(TinyLM):
         """TinyLM that logs ``train/loss`` and a ``reference/uniform`` loss like LanguageModel does."""
@@ -49,7 +46,7 @@ def fit_tiny(save_dir: Path, name: str, version: str, seed: int, lr: float = 0.1
         steps: training steps.
     """
     import lightning as L
-    from runner_helpers import TinyData
+    from tests.callbacks.runner_helpers import TinyData
 
     from hierlatent.callbacks.probes import ProbeRunner
     from hierlatent.probes.function_vectors import FunctionVectorProbe
