@@ -34,7 +34,10 @@ once with a KV cache and the clean read-out and the L patches are one-token rows
 token passes against nnsight's (L+2)·6P (about 3x fewer at the paper's 16 layers, 1.4x at 4). Before that
 change (the probe ran (L+2) full prompts per pair, like nnsight) the FV row was ~0.9x at 4x128.
 
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_peers.py --layers 4 --width 128 --n 32 --samples 8
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_peers.py        # defaults: 4x128 Llama, a few minutes
+    # the paper's shape (much longer), one command line:
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_peers.py --layers 16 --width 256 --n 64 --samples 20
+        --windows 10 --window 512 --no-loops --repeats 1
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def ours_detect(model, bridge, strings: list[str]) -> dict[str, torch.Tensor]:
 
 
 def interleaved(fns: list[Callable], repeats: int) -> tuple[list[float], list]:
-    """Median seconds of every function timed in turn (f0, f1, …, f0, f1, …) after one warm-up each; last outputs."""
+    """Median seconds of each function timed in turn (f0, f1, …, f0, f1, …) after one warm-up each; last outputs."""
     outs = [fn() for fn in fns]
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
@@ -189,13 +192,13 @@ def run_rows(rows, repeats: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Build the model, time every row, print the table and the ``peers:`` line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, default=16)
-    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4, help="paper: 16")
+    p.add_argument("--width", type=int, default=128, help="paper: 256")
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--n", type=int, default=64, help="random half of the repeated stimulus")
-    p.add_argument("--samples", type=int, default=20, help="repeated sequences")
-    p.add_argument("--windows", type=int, default=10, help="Hydra/McGrath input windows")
-    p.add_argument("--window", type=int, default=512, help="tokens per Hydra/McGrath window")
+    p.add_argument("--n", type=int, default=32, help="random half of the repeated stimulus (paper: 64)")
+    p.add_argument("--samples", type=int, default=8, help="repeated sequences (paper: 20)")
+    p.add_argument("--windows", type=int, default=8, help="Hydra/McGrath input windows (paper: 100)")
+    p.add_argument("--window", type=int, default=256, help="tokens per Hydra/McGrath window (paper: 512)")
     p.add_argument("--pairs", type=int, default=16, help="function-vector prompt pairs (paper: 16)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, ours and nnsight batched")
     p.add_argument("--no-loops", action="store_true", help="skip the one-sample / one-layer nnsight loops")
