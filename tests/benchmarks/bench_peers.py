@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -129,15 +130,16 @@ def ours_detect(model, bridge, strings: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def interleaved(fns: list[Callable], repeats: int) -> tuple[list[float], list]:
+def interleaved(fns: list[Callable], repeats: int, clock: Callable[[], float] = time.perf_counter
+                ) -> tuple[list[float], list]:
     """Median seconds of each function timed in turn (f0, f1, …, f0, f1, …) after one warm-up each; last outputs."""
     outs = [fn() for fn in fns]
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = clock()
             outs[k] = fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return [statistics.median(t) for t in times], outs
 
 
@@ -175,11 +177,11 @@ def nnsight_rows(model, tok, args) -> list[tuple[str, Callable, list[tuple[str, 
              peers(lambda: nns.fv_loop(nm, src, tgt, gold), lambda: nns.fv_batched(nm, src, tgt, gold)))]
 
 
-def run_rows(rows, repeats: int) -> list[str]:
+def run_rows(rows, repeats: int, clock: Callable[[], float]) -> list[str]:
     """Time and check every row; print its lines; return the ``<row>=<ratio>x`` summary items."""
     summary = []
     for name, ours, peers in rows:
-        times, outs = interleaved([ours] + [fn for _, fn in peers], repeats)
+        times, outs = interleaved([ours] + [fn for _, fn in peers], repeats, clock)
         diffs = [max_diff(outs[0], out) for out in outs[1:]]
         for (peer, _), t_p, diff in zip(peers, times[1:], diffs):
             ratio = f"{t_p / times[0]:7.2f}x" if diff <= AGREE else "disagree"
@@ -203,14 +205,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, ours and nnsight batched")
     p.add_argument("--no-loops", action="store_true", help="skip the one-sample / one-layer nnsight loops")
     p.add_argument("--repeats", type=int, default=3, help="timed calls of each side")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU seconds (one thread: the work done, whatever else shares the cores)")
     args = p.parse_args(argv)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"threads={torch.get_num_threads()} model=llama {args.layers}x{args.width}x{args.heads} "
           f"induction={args.samples}x2x{args.n} hydra/mcgrath={args.windows}x{args.window} fv_pairs={args.pairs} "
-          f"batch={args.batch_size} repeats={args.repeats} (median after warm-up, interleaved)")
+          f"batch={args.batch_size} repeats={args.repeats} clock={args.clock} load={os.getloadavg()[0]:.1f} "
+          "(median after warm-up, interleaved)")
     with tempfile.TemporaryDirectory() as tmp:
         model, bridge, tok = build(args.layers, args.width, args.heads, max(4 * args.n, args.window), Path(tmp))
         print(f"{'row':12s} {'ours s':>9s}  {'peer':24s} {'peer s':>9s} {'ratio':>8s} {'max abs diff':>13s}")
-        summary = run_rows(tl_rows(model, bridge, args) + nnsight_rows(model, tok, args), args.repeats)
+        summary = run_rows(tl_rows(model, bridge, args) + nnsight_rows(model, tok, args), args.repeats, clock)
     print("peers: " + " ".join(summary))
 
 
