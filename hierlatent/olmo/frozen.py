@@ -1,8 +1,8 @@
-"""A frozen LightningModule around one HF causal-LM checkpoint, and probing it (never trained).
+"""One HF causal-LM checkpoint loaded for probing only (never trained), and probing it.
 
-``probe-olmo`` loads one of these per revision on its rank's device, has ``probe_checkpoint`` run every
-configured runner's ``ProbeSuite`` (the same suite training uses) on ``.model``, and frees it before the
-next revision.
+``probe-olmo`` loads a ``FrozenCausalLM`` per revision on its rank's device, has ``probe_checkpoint`` run
+every configured runner's ``ProbeSuite`` (the same suite training uses) on its ``.model``, and frees it
+before the next revision. No Trainer runs it, so it is a plain object, not a LightningModule.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 
-from hierlatent.errors import CheckpointError
+from hierlatent.errors import CheckpointError, ConfigError
 from hierlatent.olmo.heldout import checkpoint_vocabulary, heldout_source, heldout_windows
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -24,45 +23,43 @@ def resolve_dtype(dtype: Literal["auto", "float32", "bfloat16", "float16"], devi
     if dtype == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if cuda_bf16 else torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype: must be auto, {', '.join(_DTYPES)}; got {dtype!r}")
     return _DTYPES[dtype]
 
 
-class FrozenCausalLM(LightningModule):
-    """An HF ``AutoModelForCausalLM`` checkpoint in eval mode with no gradients.
+class FrozenCausalLM:
+    """An HF ``AutoModelForCausalLM`` checkpoint in eval mode with no gradients, on one device.
+
+    Attributes: ``model`` (the HF model), ``path``, ``device`` and ``dtype`` (the resolved parameter dtype).
+    The vocabulary probe-olmo binds comes from ``model`` and ``path`` (``checkpoint_vocabulary``).
 
     Args:
         path: Checkpoint directory (config.json + weights).
         device: Device to load the model onto.
         dtype: Parameter dtype (``auto``: bf16 on GPU, float32 on CPU).
-        tokens: Training tokens of this checkpoint, exposed as ``tokens_seen`` like ``LanguageModel``.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        device: torch.device | str = "cpu",
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
-        tokens: int | None = None,
-    ) -> None:
-        super().__init__()
-        from transformers import AutoModelForCausalLM
+    def __init__(self, path: Path, device: torch.device | str = "cpu",
+                 dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto") -> None:
+        self.path, self.device = Path(path), torch.device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = _load(self.path, self.device, self.dtype)
 
-        device = torch.device(device)
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path}: config.json missing")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
-        except Exception as err:  # corrupt weights, unknown architecture, truncated files: one message
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"{path}: cannot load checkpoint: {type(err).__name__}: {first}") from err
-        model.requires_grad_(False)
-        self.model = model.to(device).eval()
-        self.tokens_seen = tokens
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V] for token ids [B, T]."""
-        return self.model(input_ids=input_ids).logits
+def _load(path: Path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The checkpoint's model on ``device``, frozen; any load failure as one ``CheckpointError`` line."""
+    from transformers import AutoModelForCausalLM
+
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: config.json missing")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except Exception as err:  # corrupt weights, unknown architecture, truncated files: one message
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot load checkpoint: {type(err).__name__}: {first}") from err
+    model.requires_grad_(False)
+    return model.to(device).eval()
 
 
 def probe_checkpoint(runners: list, model: torch.nn.Module, checkpoint: Path, heldout: Path | None, step: int,

@@ -253,7 +253,7 @@ def _probe_one(ref: CheckpointRef, runners: list[ProbeRunner], output_dir: Path,
     try:
         t0 = time.perf_counter()
         path = Path(ref.path) if ref.path is not None else download(ref, cache_dir)
-        module = FrozenCausalLM(path, device=device, dtype=dtype, tokens=ref.tokens)  # type: ignore[arg-type]
+        module = FrozenCausalLM(path, device=device, dtype=dtype)  # type: ignore[arg-type]
         alive = weakref.ref(module.model)
         out["seconds_load"] = round(time.perf_counter() - t0, 4)
         t0 = time.perf_counter()

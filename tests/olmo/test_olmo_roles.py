@@ -18,8 +18,8 @@ from hierlatent.corpora.pcfg import PCFGDocuments
 from hierlatent.corpora.store import build_corpus
 from hierlatent.corpora.tokenizer import build_tokenizer
 from hierlatent.errors import ProbeError
-from hierlatent.olmo.heldout import content_only_vocabulary, model_vocabulary
 from hierlatent.olmo.frozen import FrozenCausalLM
+from hierlatent.olmo.heldout import content_only_vocabulary, model_vocabulary
 from hierlatent.olmo.sweep import probe_olmo
 from hierlatent.probes.function_vectors import FunctionVectorProbe
 from hierlatent.probes.induction import InductionProbe
