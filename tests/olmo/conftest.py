@@ -1,15 +1,12 @@
-"""Fixtures of the probe-olmo tests: a series of tiny OLMo revisions (helpers in olmo_helpers.py)."""
+"""Fixtures of the probe-olmo tests: a series of tiny OLMo revisions (helpers in ``tests.olmo.olmo_helpers``)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # fake_probe / olmo_helpers importable here and in workers
-
-from olmo_helpers import make_checkpoint  # noqa: E402
+from tests.olmo.olmo_helpers import make_checkpoint
 
 
 @pytest.fixture(scope="session")

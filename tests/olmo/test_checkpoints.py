@@ -7,10 +7,10 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from olmo_helpers import make_checkpoint
 
 from hierlatent.errors import CheckpointError, ConfigError
 from hierlatent.olmo import checkpoints as ck
+from tests.olmo.olmo_helpers import make_checkpoint
 
 
 @pytest.mark.parametrize(

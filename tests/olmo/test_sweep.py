@@ -10,14 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from olmo_helpers import make_checkpoint
-from fake_probe import FakeProbe
 from lightning.pytorch import Trainer
 
 from hierlatent.callbacks.probes import ProbeRunner
 from hierlatent.cli import main
 from hierlatent.errors import ConfigError, HierlatentError
 from hierlatent.olmo.sweep import probe_olmo
+from tests.olmo.fake_probe import FakeProbe
+from tests.olmo.olmo_helpers import make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_trainer(trace_dir: Path | None = None, log_images: bool = True) -> Trainer:
@@ -117,9 +119,10 @@ def test_cli_two_processes_equal_one(tmp_path, olmo_series):
     config.write_text(
         "trainer:\n  callbacks:\n    - class_path: hierlatent.callbacks.probes.ProbeRunner\n      init_args:\n"
         "        probes:\n"
-        f"          - {{class_path: fake_probe.FakeProbe, init_args: {{trace_dir: '{trace}'}}}}\n"
-        "          - {class_path: fake_probe.FakeProbe, init_args: {name: other, seed: 1}}\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        f"          - {{class_path: tests.olmo.fake_probe.FakeProbe, init_args: {{trace_dir: '{trace}'}}}}\n"
+        "          - {class_path: tests.olmo.fake_probe.FakeProbe, init_args: {name: other, seed: 1}}\n")
+    # the workers run from tmp_path: the repo root makes ``tests.olmo.fake_probe`` importable there too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = ["hierlatent", "probe-olmo", "--config", str(config), "--checkpoints", str(olmo_series),
            "--output_dir", str(two), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
            "--trainer.strategy", "ddp", "--trainer.logger", "false"]
@@ -137,7 +140,7 @@ def test_cli_failure_exits_nonzero_with_summary(tmp_path, olmo_series, capsys):
     (src / "step7").mkdir()  # a step-named directory without config or weights
     config = tmp_path / "probes.yaml"
     config.write_text("trainer:\n  callbacks:\n    - class_path: hierlatent.callbacks.probes.ProbeRunner\n"
-                      "      init_args:\n        probes: [{class_path: fake_probe.FakeProbe}]\n")
+                      "      init_args:\n        probes: [{class_path: tests.olmo.fake_probe.FakeProbe}]\n")
     with pytest.raises(SystemExit) as exit_info:
         main(["probe-olmo", "--config", str(config), "--checkpoints", str(src), "--output_dir", str(tmp_path / "out"),
               "--trainer.accelerator", "cpu", "--trainer.logger", "false"])

@@ -1,15 +1,8 @@
-"""Fixtures of the probe tests: the repo root on sys.path (for ``tests.probes.*`` helpers) and tiny models."""
+"""Fixtures of the probe tests: tiny models (helpers import as ``tests.probes.*``, pytest's ``pythonpath``)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture

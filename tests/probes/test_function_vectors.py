@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.probes.*
-
-from hierlatent.errors import ProbeError  # noqa: E402
-from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, fv_paper_pairs, fv_todd, icl_prompts, paper_prompts  # noqa: E402
-from tests.probes.reference_hydra_fv import ref_fv_paper, ref_fv_todd, tiny_model  # noqa: E402
+from hierlatent.errors import ProbeError
+from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, fv_paper_pairs, fv_todd, icl_prompts, paper_prompts
+from tests.probes.reference_hydra_fv import ref_fv_paper, ref_fv_todd, tiny_model
 
 ARCHS = ["llama", "gpt2", "neox", "olmo"]
 RANGES = dict(subject_range=(0, 300), verb_range=(300, 600), object_range=(600, 900))

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.probes.*
-
-from hierlatent.errors import ProbeError  # noqa: E402
-from hierlatent.probes.adapter import ModelAdapter, probe_mode  # noqa: E402
-from hierlatent.probes.hydra import HydraProbe, hydra_mcgrath, hydra_paper  # noqa: E402
-from tests.probes.planted import forbid_sdpa  # noqa: E402
-from tests.probes.reference_hydra_fv import ref_hydra_mcgrath, ref_hydra_paper, tiny_model  # noqa: E402
+from hierlatent.errors import ProbeError
+from hierlatent.probes.adapter import ModelAdapter, probe_mode
+from hierlatent.probes.hydra import HydraProbe, hydra_mcgrath, hydra_paper
+from tests.probes.planted import forbid_sdpa
+from tests.probes.reference_hydra_fv import ref_hydra_mcgrath, ref_hydra_paper, tiny_model
 
 ARCHS = ["llama", "gpt2", "neox", "olmo"]
 
