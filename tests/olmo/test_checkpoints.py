@@ -1,4 +1,4 @@
-"""Discovery, step parsing, revision selection and weights hashing of checkpoint series."""
+"""Discovery, step parsing, revision selection, weights hashing and frozen loading of checkpoint series."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from hierlatent.errors import CheckpointError, ConfigError
 from hierlatent.olmo import checkpoints as ck
@@ -100,3 +101,17 @@ def test_hub_selection_and_hash_with_monkeypatched_hub(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Api)
     assert ck.hub_weights_hash(refs[0]) == ck.combine_file_hashes({"model.safetensors": "ab" * 32})
+
+
+def test_frozen_checkpoint_loads_eval_without_grads(tmp_path, olmo_series):
+    """The loaded model is in eval mode, has no trainable parameters, sits in the resolved dtype; bad input is one error."""
+    from hierlatent.olmo.frozen import FrozenCausalLM
+
+    frozen = FrozenCausalLM(olmo_series / "step1000-tokens4B", dtype="float32")
+    assert not frozen.model.training and not any(p.requires_grad for p in frozen.model.parameters())
+    assert frozen.dtype == torch.float32 == next(frozen.model.parameters()).dtype
+    with pytest.raises(ConfigError, match="dtype: .*'float64'"):
+        FrozenCausalLM(olmo_series / "step1000-tokens4B", dtype="float64")  # type: ignore[arg-type]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json missing"):
+        FrozenCausalLM(tmp_path / "empty")
