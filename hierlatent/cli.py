@@ -23,6 +23,7 @@ from hierlatent.cli_checks import (
 )
 from hierlatent.cli_report import fit_callbacks, print_start, print_summary
 from hierlatent.data import CorpusDataModule
+from hierlatent.data.windows import CLI_FLAGS, check_fills
 from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
 from hierlatent.model import validate_model_args
 from hierlatent.module import LanguageModel
@@ -200,19 +201,8 @@ def _check_corpus_fills(model: LanguageModel, dm: CorpusDataModule, world: int) 
     if T > positions:
         raise ConfigError(f"--model.context_window: data windows of {T} tokens exceed the model's {positions} positions")
     gen = dm.generator
-    train, test = gen.expected_tokens("train"), gen.expected_tokens("test")
-    need = world * dm.batch_size
-    if train // T < need:
-        raise ConfigError(
-            f"--model.context_window: the corpus is expected to hold ~{train} train tokens = {train // T} windows of {T},"
-            f" fewer than one global batch ({world} device(s) x --data.batch_size {dm.batch_size}); use a smaller"
-            " context window or batch, or a larger corpus"
-        )
-    if test // T < world:
-        raise ConfigError(
-            f"--model.context_window: the test split is expected to hold ~{test} tokens, fewer than one window of {T}"
-            f" per device ({world})"
-        )
+    check_fills(gen.expected_tokens("train"), gen.expected_tokens("test"), T, world=world, batch_size=dm.batch_size,
+                drop_last=dm.drop_last, val_windows=dm.val_windows, expected=True, flags=CLI_FLAGS)
 
 
 def _resolve_ckpt(trainer: HierlatentTrainer, ckpt: str | None) -> Path | None:

@@ -247,6 +247,30 @@ def test_bad_generator_and_too_small_corpus():
         attached_module(context_window=512, batch_size=8)  # 5 train windows < one batch of 8
 
 
+
+@pytest.mark.parametrize(
+    "train, test, kw, flag",  # flag: which of (context window, batch size, val windows) the error names
+    [
+        (5 * 512, 4 * 512, dict(batch_size=8), 0),  # 5 windows < one batch of 8
+        (8 * 512, 4 * 512, dict(batch_size=8), None),  # exactly one batch, one validation window per rank
+        (8 * 512 - 1, 4 * 512, dict(batch_size=8), 0),  # one token short of the 8th window
+        (5 * 512, 4 * 512, dict(batch_size=8, drop_last=False), None),  # a partial batch is enough
+        (16 * 512, 4 * 512, dict(batch_size=4, world=4), None),
+        (16 * 512, 3 * 512, dict(batch_size=4, world=4), 0),  # 3 test windows for 4 ranks
+        (16 * 512, 4 * 512, dict(batch_size=4, world=4, val_windows=2), 2),  # capped below one per rank
+    ],
+)
+def test_check_fills_one_batch_and_one_val_window_per_rank(train, test, kw, flag):
+    from hierlatent.data.windows import CLI_FLAGS, DATA_FLAGS, check_fills
+
+    for expected, flags in ((False, DATA_FLAGS), (True, CLI_FLAGS)):  # the data module's rule and the CLI's are one
+        call = dict({"world": 1, **kw}, expected=expected, flags=flags)
+        if flag is None:
+            check_fills(train, test, 512, **call)
+            continue
+        with pytest.raises(ConfigError, match=f"^{flags[flag]}: .*{'expected to hold ~' if expected else 'holds'}"):
+            check_fills(train, test, 512, **call)
+
 # -- mid-epoch resume through a real Lightning Trainer -------------------------------------------------------
 @pytest.mark.parametrize("sampling, num_workers", [("contiguous", 0), ("random", 0), ("contiguous", 2)])
 def test_resume_mid_epoch_continues_exactly(tmp_path, sampling, num_workers):

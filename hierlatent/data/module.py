@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from hierlatent._proc import worker_init
 from hierlatent.corpora.base import CorpusGenerator, check_int
 from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
-from hierlatent.data.windows import RawWindows, TokenWindows, _identity, first_windows, sample_windows
+from hierlatent.data.windows import RawWindows, TokenWindows, _identity, check_fills, first_windows, sample_windows
 from hierlatent.errors import ConfigError
 
 SAMPLINGS = ("contiguous", "random")
@@ -187,22 +187,8 @@ class CorpusDataModule(pl.LightningDataModule):
         self._corpus, self.train_windows, self.test_windows = corpus, train, test
 
     def _check_fits(self, train: TokenWindows, test: TokenWindows) -> None:
-        world, _ = self._world()
-        T = self.context_window
-        need = world * self.batch_size if self.drop_last else world
-        if len(train) < need:
-            raise ConfigError(
-                f"data.context_window: the train split ({train.n_tokens} tokens) holds {len(train)} windows of {T}"
-                f" tokens, fewer than the {need} needed for one batch on each of {world} rank(s)"
-                f" (data.batch_size={self.batch_size}); use a smaller context_window or batch_size or a larger corpus"
-            )
-        n_val = len(test) if self.val_windows is None else min(self.val_windows, len(test))
-        if n_val < world:
-            field = "data.context_window" if len(test) < world else "data.val_windows"
-            raise ConfigError(
-                f"{field}: the test split ({test.n_tokens} tokens) gives {n_val} validation windows of {T} tokens,"
-                f" fewer than one per rank ({world} ranks)"
-            )
+        check_fills(train.n_tokens, test.n_tokens, self.context_window, world=self._world()[0],
+                    batch_size=self.batch_size, drop_last=self.drop_last, val_windows=self.val_windows)
 
     @property
     def corpus(self) -> Any:

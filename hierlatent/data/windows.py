@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hierlatent.errors import ConfigError
+
 
 # -- reading windows ------------------------------------------------------------------------------
 def _open_corpus_split(corpus_path: str, split: str) -> list[np.ndarray]:
@@ -173,3 +175,48 @@ def first_windows(windows: TokenWindows, n: int) -> torch.Tensor:
         raise ValueError(f"the split holds {windows.n_tokens} tokens: not one window of {windows.context_window}")
     offsets = np.arange(count, dtype=np.int64) * windows.context_window
     return torch.from_numpy(windows.read(offsets).astype(np.int64))
+
+
+#: the flags ``check_fills`` names: the data module's own fields (checked on the opened corpus) ...
+DATA_FLAGS = ("data.context_window", "data.batch_size", "data.val_windows")
+#: ... and the command line's (checked on the expected corpus: the data window is linked from the model's)
+CLI_FLAGS = ("--model.context_window", "--data.batch_size", "--data.val_windows")
+
+
+def check_fills(
+    train_tokens: int, test_tokens: int, context_window: int, *, world: int, batch_size: int,
+    drop_last: bool = True, val_windows: int | None = None, expected: bool = False,
+    flags: tuple[str, str, str] = DATA_FLAGS,
+) -> None:
+    """The one rule: a split must fill one batch per rank (train) and one validation window per rank (test).
+
+    The CLI applies it to the corpus the generator *expects* (before any generation), the data module to
+    the corpus it opened (the world size may have changed since). ConfigError naming the flag otherwise.
+
+    Args:
+        train_tokens: tokens of the train split.
+        test_tokens: tokens of the test split.
+        context_window: window length T in tokens.
+        world: number of ranks.
+        batch_size: windows per batch per rank.
+        drop_last: the last incomplete global batch is dropped (then one whole global batch is needed).
+        val_windows: cap on the validation windows (None: all whole windows of the test split).
+        expected: the token counts are the generator's expectation, not an opened corpus (wording only).
+        flags: names of the context window, batch size and validation-window flags, for the message.
+    """
+    T, holds = context_window, "is expected to hold ~" if expected else "holds "
+    context_flag, batch_flag, val_flag = flags
+    need = world * batch_size if drop_last else world
+    if train_tokens // T < need:
+        raise ConfigError(
+            f"{context_flag}: the train split {holds}{train_tokens} tokens = {train_tokens // T} windows of {T},"
+            f" fewer than the {need} needed for one batch on each of {world} rank(s) ({batch_flag}={batch_size});"
+            " use a smaller context window or batch size, or a larger corpus"
+        )
+    n_test = test_tokens // T
+    n_val = n_test if val_windows is None else min(val_windows, n_test)
+    if n_val < world:
+        raise ConfigError(
+            f"{context_flag if n_test < world else val_flag}: the test split {holds}{test_tokens} tokens, giving"
+            f" {n_val} validation windows of {T}, fewer than one per rank ({world} ranks)"
+        )
