@@ -1,4 +1,4 @@
-"""The ``hierlatent`` command: LightningCLI subcommands ``fit validate test predict generate probe-olmo`` and ``plot``.
+"""The ``hierlatent`` command's Trainer subcommands ``fit validate test predict generate probe-olmo`` (LightningCLI).
 
 Every check of user input runs before any corpus is generated or any step is taken, and a bad value
 ends in one line ``error: <message naming the flag>`` on stderr with exit status 2 (``main``).

@@ -1,9 +1,19 @@
 """The ``hierlatent`` console script's front door: subcommand table, top-level help and light dispatch.
 
-This module imports neither torch nor Lightning. ``hierlatent --help``, an unknown subcommand and the
-subcommands that do not train (``plot``, ``sweep``, ``compare``, ``verify``: ``LIGHT_SUBCOMMANDS``) are
-answered from here in a fraction of a second; everything else is handed to ``hierlatent.cli.main``
-(LightningCLI), which is imported only then.
+One rule for subcommands, two kinds:
+
+- **light** subcommands (``plot``, ``sweep``, ``compare``, ``verify``) neither train nor need Lightning's
+  parser: each is a module with a typed ``main(argv) -> int`` listed in ``LIGHT_SUBCOMMANDS`` and is run
+  from here, without importing torch or Lightning, in a fraction of a second (so are ``--help`` and an
+  unknown subcommand);
+- **Trainer** subcommands (``fit validate test predict generate probe-olmo``, ``SUBCOMMAND_HELP``'s other
+  names) are ``hierlatent.trainer.HierlatentTrainer`` methods whose signatures (after ``self``; a
+  hyphen in the name is an underscore in the method) are their CLI: ``hierlatent.cli.main`` (LightningCLI,
+  imported only then) parses and runs them, the only place with its own plumbing being
+  ``hierlatent._lightning_compat.SubcommandCLI``.
+
+A new subcommand is one of these two; nothing is bound conditionally, and a failing import of
+hierlatent's own code fails loudly.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ def top_level_help() -> str:
 
 
 def run_light(name: str, argv: list[str]) -> int:
-    """Run a lightweight subcommand's ``main(argv)`` (an absent optional module becomes a ConfigError).
+    """Run a light subcommand's ``main(argv)``: its exit status.
 
     Args:
         name: a key of ``LIGHT_SUBCOMMANDS``.
@@ -61,14 +71,7 @@ def run_light(name: str, argv: list[str]) -> int:
     """
     import importlib
 
-    module = LIGHT_SUBCOMMANDS[name]
-    try:
-        entry = importlib.import_module(module).main
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module.startswith(exc.name):
-            raise
-        raise ConfigError(f"{name}: {module} is not available in this installation") from exc
-    return entry(argv) or 0
+    return importlib.import_module(LIGHT_SUBCOMMANDS[name]).main(argv) or 0
 
 
 def light_main(args: list[str]) -> int | None:

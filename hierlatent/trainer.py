@@ -21,14 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from hierlatent._lightning_compat import file_writer, reopen_writer, writer_is_open
-from hierlatent.errors import ConfigError
-
-try:
-    from hierlatent.olmo.sweep import probe_olmo as _probe_olmo
-except ModuleNotFoundError as exc:  # the OLMo sweep is an optional part; only its absence is tolerated
-    if exc.name not in ("hierlatent.olmo.sweep", "hierlatent.olmo"):
-        raise
-    _probe_olmo = None
+from hierlatent.olmo.sweep import probe_olmo as _probe_olmo
 
 #: TensorBoard custom-scalars layout (categories -> charts -> [kind, tag regexes])
 CUSTOM_SCALARS: dict[str, dict[str, list]] = {
@@ -190,10 +183,6 @@ class HierlatentTrainer(Trainer):
         print(json.dumps(summary, indent=2))
         sys.stdout.flush()
 
-    if _probe_olmo is not None:
-        probe_olmo = _probe_olmo
-    else:
-
-        def probe_olmo(self) -> None:
-            """Run the probes over OLMo checkpoints (needs hierlatent.olmo.sweep, not installed in this build)."""
-            raise ConfigError("probe-olmo: hierlatent.olmo.sweep is not available in this installation")
+    #: ``hierlatent probe-olmo``: a Trainer subcommand is a method whose signature (after ``self``) is its CLI;
+    #: this one lives with the rest of the OLMo sweep and is bound here, always
+    probe_olmo = _probe_olmo

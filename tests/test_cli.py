@@ -6,6 +6,7 @@ goes through the installed console script.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,12 @@ def test_probe_olmo_needs_no_model_or_data(capsys):
     code, out, _ = run_main(["probe-olmo", "--help"], capsys)
     assert code == 0
     assert "--model." not in out and "--data." not in out and "--trainer.callbacks" in out
+    from hierlatent.olmo.sweep import probe_olmo
+    from hierlatent.trainer import HierlatentTrainer
+
+    assert HierlatentTrainer.probe_olmo is probe_olmo  # bound unconditionally: its signature is the CLI
+    for name in list(inspect.signature(probe_olmo).parameters)[1:]:
+        assert f"--{name} " in out, name
 
 
 def test_plot_dispatch(capsys):

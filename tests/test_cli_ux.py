@@ -30,11 +30,21 @@ def test_top_level_help_lists_every_subcommand_without_torch():
     assert "hierlatent: train small transformers" in out.stdout
 
 
-def test_lightning_subcommands_all_have_a_help_line():
-    from hierlatent.cli import HierlatentCLI
-    from hierlatent.commands import SUBCOMMAND_HELP
+def test_every_subcommand_is_a_light_main_or_a_trainer_method():
+    import importlib
+    import inspect
 
-    assert set(HierlatentCLI.subcommands()) <= set(SUBCOMMAND_HELP)
+    from hierlatent.cli import HierlatentCLI
+    from hierlatent.commands import LIGHT_SUBCOMMANDS, SUBCOMMAND_HELP
+    from hierlatent.trainer import HierlatentTrainer
+
+    trainer_subcommands = set(HierlatentCLI.subcommands())
+    assert trainer_subcommands.isdisjoint(LIGHT_SUBCOMMANDS)
+    assert trainer_subcommands | set(LIGHT_SUBCOMMANDS) == set(SUBCOMMAND_HELP)  # each has a help line, one kind
+    for name in trainer_subcommands:
+        assert callable(getattr(HierlatentTrainer, name.replace("-", "_"), None)), name
+    for name, module in LIGHT_SUBCOMMANDS.items():
+        assert list(inspect.signature(importlib.import_module(module).main).parameters) == ["argv"], name
 
 
 def test_plot_error_needs_no_torch():
