@@ -8,7 +8,8 @@ Rows (``--rows`` picks some; ``--quick`` shrinks every size list):
 - ``probes/size``: the induction, Hydra (paper Δ k = 1, 2 + McGrath, shared prefix) and paper FV probes on random
   Llamas of growing layers × width, fixed stimuli; work = non-embedding parameters (∝ L·d²).
 - ``probes/stimuli``: the same probes on a fixed 4×128 Llama with growing stimuli (windows, samples, pairs).
-- ``probe-olmo``: the real CLI over 1…N tiny random OLMo checkpoints, 1 process and 2 (DDP over gloo).
+- ``probe-olmo``: the real CLI over 1…N random OLMo checkpoints (4 layers × 256, induction + Hydra with the OLMo
+  stimuli of ``bench_probe_olmo.py``), 1 process and 2 (DDP over gloo).
 - ``sweep``: ``hierlatent sweep`` wall time over 1…N runs of a seconds-long fit, at P = 1 and P = 2.
 
 The exponent is the least-squares slope of log(cost) against log(work); the work of every row is linear in
@@ -167,9 +168,9 @@ def probe_olmo_rows(counts: list[int], procs: list[int], tmp: Path) -> list[Row]
     from tests.benchmarks.bench_probe_olmo import PROBES_YAML, build
 
     config = tmp / "olmo-probes.yaml"
-    config.write_text(PROBES_YAML.format(samples=4, random=2))
+    config.write_text(PROBES_YAML.format(samples=20, random=10))  # bench_probe_olmo's OLMo stimuli
     for n in counts:
-        build(tmp / f"olmo-{n}", n, 64, 3)  # checkpoint i is seeded by i: the first n of every size are the same
+        build(tmp / f"olmo-{n}", n, 256, 4)  # checkpoint i is seeded by i: the first n of every size are the same
     rows = []
     for p in procs:
         row = Row(f"probe-olmo, {p} process{'es' if p > 1 else ''}", "s", "time")
