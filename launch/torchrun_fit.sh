@@ -19,7 +19,7 @@ HIERLATENT=${HIERLATENT:-hierlatent}   # console script used for the corpus step
 configs=(--config "$CONFIG")
 for extra in $EXTRA_CONFIGS; do configs+=(--config "$extra"); done
 cmd=(torchrun --standalone --nnodes 1 --nproc_per_node "$GPUS" --master_port "$MASTER_PORT"
-     --module hierlatent.cli fit "${configs[@]}"
+     --module hierlatent fit "${configs[@]}"
      --trainer.devices "$GPUS" --trainer.accelerator gpu --trainer.strategy "$STRATEGY" --ckpt_path "$CKPT_PATH" "$@")
 
 if [[ "${DRY_RUN:-0}" == "1" ]]; then

@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("callbacks", ("hierlatent.callbacks",)),
     ("consumers", ("hierlatent.olmo", "hierlatent.plot", "hierlatent.sweep", "hierlatent.compare")),
     # the subcommands' entry points sit on top with the front door, whatever package holds them
-    ("command", ("hierlatent.commands", "hierlatent.cli", "hierlatent.cli_checks", "hierlatent.cli_report",
+    ("command", ("hierlatent.__main__", "hierlatent.commands", "hierlatent.cli", "hierlatent.cli_checks",
+                 "hierlatent.cli_report",
                  "hierlatent.trainer", "hierlatent.resume", "hierlatent.plot.cli", "hierlatent.sweep.cli",
                  "hierlatent.compare.cli")),
 )

@@ -40,4 +40,4 @@ def test_torchrun_dry_run():
     generate, fit = (line.strip() for line in out.strip().splitlines()[-2:])
     assert generate == "hierlatent generate --config configs/pcfg.yaml"
     assert fit.startswith("torchrun --standalone --nnodes 1 --nproc_per_node 2")
-    assert "--module hierlatent.cli fit --config configs/pcfg.yaml" in fit and "--ckpt_path last" in fit
+    assert "--module hierlatent fit --config configs/pcfg.yaml" in fit and "--ckpt_path last" in fit

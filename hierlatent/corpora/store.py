@@ -15,16 +15,14 @@ bytes; each worker writes its own shards atomically, so a killed run resumes by 
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -182,8 +180,9 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
     pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_start_worker,
                                initargs=(os.getpid(), context))
     with pool:
-        with _workers_skip_cli_main():  # the workers start on submit, so only the submits need it
-            pending = {pool.submit(_write_shard_in_worker, generator, root, split, i, dtype.str) for i in todo}
+        # under ``python -m hierlatent`` (sweeps) or the console script the workers import no torch for their
+        # main module: multiprocessing skips a ``*.__main__`` one, and the script's file imports only commands
+        pending = {pool.submit(_write_shard_in_worker, generator, root, split, i, dtype.str) for i in todo}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for fut in done:
@@ -192,31 +191,6 @@ def _run_shards(generator, root, split, todo, dtype, workers, bar) -> None:
                         other.cancel()
                     raise fut.exception()
                 bar.update(fut.result())
-
-
-@contextlib.contextmanager
-def _workers_skip_cli_main() -> Iterator[None]:
-    """Keep workers spawned meanwhile from re-importing ``python -m hierlatent.cli`` as their ``__main__``.
-
-    A spawned process first imports the parent's ``__main__`` by module name under ``python -m`` (what a
-    sweep's fits run): for ``hierlatent.cli`` that means torch and Lightning, seconds per worker and split
-    for nothing, since generators live in importable modules. multiprocessing has no public switch for
-    this, so the main module's ``__spec__`` is hidden while the workers start. The console script needs
-    nothing: its file imports only ``hierlatent.commands`` (no torch). Any other main module (a user's own
-    script may define its generator) is imported as usual.
-    """
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is None or spec.name != "hierlatent.cli":
-        yield
-        return
-    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
-    main.__spec__ = None
-    main.__dict__.pop("__file__", None)
-    try:
-        yield
-    finally:
-        main.__dict__.update(saved)
 
 
 def _shard_tokens(root: Path, split: str, n_shards: int, dtype: np.dtype) -> list[int]:

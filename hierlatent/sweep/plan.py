@@ -29,8 +29,12 @@ FINISHED = "finished"
 
 
 def hierlatent_command() -> list[str]:
-    """How child processes call hierlatent: this interpreter with ``-m hierlatent.cli`` (no PATH lookup)."""
-    return [sys.executable, "-m", "hierlatent.cli"]
+    """How child processes call hierlatent: this interpreter with ``-m hierlatent`` (no PATH lookup).
+
+    ``hierlatent`` and not ``hierlatent.cli``: the fits' spawned workers skip a ``*.__main__`` main module
+    (see ``hierlatent/__main__.py``) instead of importing torch and Lightning again.
+    """
+    return [sys.executable, "-m", "hierlatent"]
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import types
 from collections import namedtuple
 from pathlib import Path
 
@@ -128,18 +126,28 @@ def test_context_built_once_per_split_and_given_to_every_worker(cache, monkeypat
     assert ContextCorpus.calls == [("test", os.getpid()), ("train", os.getpid())]
 
 
-def test_spawned_workers_skip_the_lightning_cli_main(monkeypatch):
-    """Under ``python -m hierlatent.cli`` the main module's spec is hidden while workers start, then restored."""
-    main = types.ModuleType("__main__")
-    main.__spec__, main.__file__ = importlib.util.find_spec("hierlatent.commands"), "/x/cli.py"
-    main.__spec__.name = "hierlatent.cli"
-    monkeypatch.setitem(sys.modules, "__main__", main)
-    with store._workers_skip_cli_main():
-        assert main.__spec__ is None and not hasattr(main, "__file__")
-    assert main.__spec__.name == "hierlatent.cli" and main.__file__ == "/x/cli.py"
-    main.__spec__.name = "user_script"
-    with store._workers_skip_cli_main():  # any other main module is imported by the workers as usual
-        assert main.__spec__.name == "user_script"
+def test_generation_workers_under_python_m_hierlatent_do_not_import_lightning(tmp_path, monkeypatch):
+    """``python -m hierlatent generate`` (how sweeps start runs): spawned workers skip the ``__main__`` module.
+
+    Each train token of ``ImportRecorder`` is 1 where the process writing it had Lightning imported: the
+    parent has, a worker re-importing ``python -m hierlatent.cli`` as its main module would have.
+    """
+    import yaml
+
+    from hltest import TESTS_DIR, tiny_fit_config
+
+    cfg = tiny_fit_config(data={"generator": {"class_path": "hltest.ImportRecorder", "init_args": {"seed": 1}},
+                                "batch_size": 4, "generation_workers": 2})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("HIERLATENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "hierlatent", "generate", "--config", "cfg.yaml"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (corpus,) = (tmp_path / "cache" / "corpora").iterdir()
+    shards = sorted((corpus / "train").glob("shard-*.bin"))
+    assert len(shards) == 4 and all(p.stat().st_size for p in shards)
+    assert not any(np.fromfile(p, dtype="<u2").any() for p in shards)  # no worker had Lightning loaded
 
 
 def test_resume_after_kill_keeps_shards_and_matches(cache, tmp_path):

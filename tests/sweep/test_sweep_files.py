@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hierlatent.cli import HierlatentCLI
-from hierlatent.sweep.plan import plan_runs
+from hierlatent.sweep.plan import hierlatent_command, plan_runs
 from hierlatent.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,3 +33,14 @@ def test_sweep_file_conditions_instantiate(sweep, tmp_cache, monkeypatch):
         cli = HierlatentCLI(args=args, run=False)
         assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size
     assert not (tmp_cache / "corpora").exists()
+
+
+def test_runs_start_hierlatent_as_a_dunder_main_module():
+    """Fits run as ``python -m hierlatent``: a ``*.__main__`` main module, which spawned workers do not re-import."""
+    import importlib.util
+
+    cmd = hierlatent_command()
+    assert cmd[1] == "-m" and importlib.util.find_spec(cmd[2]).submodule_search_locations  # a package ...
+    assert importlib.util.find_spec(cmd[2] + ".__main__") is not None  # ... run through its __main__
+    out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "fit" in out.stdout and "sweep" in out.stdout
