@@ -126,6 +126,7 @@ def test_context_built_once_per_split_and_given_to_every_worker(cache, monkeypat
     assert ContextCorpus.calls == [("test", os.getpid()), ("train", os.getpid())]
 
 
+@pytest.mark.slow  # a fresh process importing torch and Lightning (~15 s); the command form is checked in tests/sweep
 def test_generation_workers_under_python_m_hierlatent_do_not_import_lightning(tmp_path, monkeypatch):
     """``python -m hierlatent generate`` (how sweeps start runs): spawned workers skip the ``__main__`` module.
 
