@@ -25,7 +25,7 @@ from hierlatent.cli_report import fit_callbacks, print_start, print_summary
 from hierlatent.data import CorpusDataModule
 from hierlatent.data.windows import CLI_FLAGS, check_fills
 from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
-from hierlatent.model import validate_model_args
+from hierlatent.model import check_model_shape
 from hierlatent.module import LanguageModel
 from hierlatent.resume import newest_intact, start_afresh
 from hierlatent.trainer import HierlatentTrainer
@@ -93,9 +93,11 @@ class HierlatentCLI(SubcommandCLI):
             return
         cfg = self.config[self.subcommand]
         m = cfg.model
-        # vocab_size is linked at instantiation; a placeholder lets the other fields be checked now
-        validate_model_args(m.architecture, 2, m.n_layers, m.d_model, m.n_heads, m.d_mlp,
-                            m.context_window, m.rope_theta)
+        # the fields the config fixes, now (vocab_size comes from the corpus at instantiation and is checked then,
+        # once, by build_causal_lm). build_causal_lm checks these again for Python callers, but dropping this
+        # check would report them later and under the wrong flag: data.context_window is linked from
+        # model.context_window and the data module, instantiated first, would name data.context_window
+        check_model_shape(m.architecture, m.n_layers, m.d_model, m.n_heads, m.d_mlp, m.context_window, m.rope_theta)
         _check_accelerator(self.subcommand, cfg.trainer)
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = _default_precision(cfg.trainer.get("accelerator"))

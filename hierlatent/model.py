@@ -11,21 +11,15 @@ from typing import Literal
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, OlmoConfig, OlmoForCausalLM
 from transformers import PreTrainedModel
 
+from hierlatent.checks import check_int, check_positive
 from hierlatent.errors import ConfigError
 
 Architecture = Literal["llama", "gpt2", "olmo"]
 ARCHITECTURES: tuple[str, ...] = ("llama", "gpt2", "olmo")
 
 
-def _check_int(flag: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"--model.{flag}: must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def validate_model_args(
+def check_model_shape(
     architecture: str,
-    vocab_size: int,
     n_layers: int,
     d_model: int,
     n_heads: int,
@@ -33,11 +27,12 @@ def validate_model_args(
     context_window: int,
     rope_theta: float = 10000.0,
 ) -> None:
-    """Raise ``ConfigError`` naming the ``--model.*`` flag of the first invalid argument.
+    """Raise ``ConfigError`` naming the ``--model.*`` flag of the first invalid argument that a config alone fixes.
+
+    The vocabulary size is not among them: it comes from the corpus and is checked by ``build_causal_lm``.
 
     Args:
         architecture: one of ``llama``, ``gpt2``, ``olmo``.
-        vocab_size: vocabulary size (linked from ``data.vocab_size``).
         n_layers: number of transformer blocks.
         d_model: residual stream width.
         n_heads: attention heads per layer; must divide ``d_model``.
@@ -47,17 +42,14 @@ def validate_model_args(
     """
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"--model.architecture: unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ConfigError(f"--model.vocab_size: must be an integer >= 2 (linked from --data.vocab_size), got {vocab_size!r}")
     for flag, value in (("n_layers", n_layers), ("d_model", d_model), ("n_heads", n_heads), ("d_mlp", d_mlp)):
-        _check_int(flag, value)
-    _check_int("context_window", context_window, minimum=2)
+        check_int(f"--model.{flag}", value)
+    check_int("--model.context_window", context_window, minimum=2)
     if d_model % n_heads:
         raise ConfigError(f"--model.d_model: {d_model} is not divisible by --model.n_heads={n_heads}")
     if architecture != "gpt2" and (d_model // n_heads) % 2:
         raise ConfigError(f"--model.d_model: head dimension {d_model}//{n_heads} must be even for rotary embeddings")
-    if isinstance(rope_theta, bool) or not isinstance(rope_theta, (int, float)) or rope_theta <= 0:
-        raise ConfigError(f"--model.rope_theta: must be a number > 0, got {rope_theta!r}")
+    check_positive("--model.rope_theta", rope_theta)
 
 
 def build_causal_lm(
@@ -89,7 +81,10 @@ def build_causal_lm(
     Returns:
         The model in train mode, weights in float32.
     """
-    validate_model_args(architecture, vocab_size, n_layers, d_model, n_heads, d_mlp, context_window, rope_theta)
+    # the only check of vocab_size (known here first: the CLI links it from the corpus at instantiation), and the
+    # shape's check for callers that did not come through the CLI (LanguageModel, tests, scripts)
+    check_int("--model.vocab_size (linked from --data.vocab_size)", vocab_size, minimum=2)
+    check_model_shape(architecture, n_layers, d_model, n_heads, d_mlp, context_window, rope_theta)
     # special-token ids are unknown here (they belong to the corpus); the module sets them from the data
     special = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
     if architecture == "gpt2":

@@ -16,8 +16,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import grad_norm
 
+from hierlatent.checks import check_int, check_nonnegative, check_number, check_positive, check_probability
 from hierlatent.errors import ConfigError
-from hierlatent.model import Architecture, build_causal_lm, count_flops_per_token, validate_model_args
+from hierlatent.model import Architecture, build_causal_lm, count_flops_per_token
 
 
 class LanguageModel(L.LightningModule):
@@ -69,9 +70,8 @@ class LanguageModel(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        validate_model_args(architecture, vocab_size, n_layers, d_model, n_heads, d_mlp, context_window, rope_theta)
         _check_optim(lr, weight_decay, betas, eps, warmup_steps, warmup_fraction, min_lr_ratio)
-        self.model = build_causal_lm(
+        self.model = build_causal_lm(  # checks the model arguments (once) before it builds anything
             architecture, vocab_size, n_layers, d_model, n_heads, d_mlp, context_window, rope_theta,
             tie_embeddings, attn_implementation,
         )
@@ -279,20 +279,18 @@ def make_schedule(kind: str, total: int, warmup: int, min_ratio: float) -> _Sche
     return _Schedule(kind, total, warmup, min_ratio)
 
 
-def _check_optim(lr, weight_decay, betas, eps, warmup_steps, warmup_fraction, min_lr_ratio) -> None:
-    if not (isinstance(lr, (int, float)) and 0 < lr < 1):
-        raise ConfigError(f"--model.lr: must be a number in (0, 1), got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ConfigError(f"--model.weight_decay: must be >= 0, got {weight_decay!r}")
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+def _check_optim(lr: float, weight_decay: float, betas: tuple[float, float], eps: float, warmup_steps: int,
+                 warmup_fraction: float, min_lr_ratio: float) -> None:
+    """The optimizer and schedule arguments of ``LanguageModel``; ``ConfigError`` naming the ``--model.*`` flag."""
+    check_number("--model.lr", lr, 0.0, 1.0, low_open=True, high_open=True)
+    check_nonnegative("--model.weight_decay", weight_decay)
+    if isinstance(betas, str) or len(betas) != 2:
         raise ConfigError(f"--model.betas: must be two numbers in [0, 1), got {betas!r}")
-    if not eps > 0:
-        raise ConfigError(f"--model.eps: must be > 0, got {eps!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ConfigError(f"--model.warmup_steps: must be an integer >= 0, got {warmup_steps!r}")
-    if not 0 <= warmup_fraction < 1:
-        raise ConfigError(f"--model.warmup_fraction: must be in [0, 1), got {warmup_fraction!r}")
+    for i, beta in enumerate(betas):
+        check_number(f"--model.betas[{i}]", beta, 0.0, 1.0, high_open=True)
+    check_positive("--model.eps", eps)
+    check_int("--model.warmup_steps", warmup_steps, minimum=0)
+    check_number("--model.warmup_fraction", warmup_fraction, 0.0, 1.0, high_open=True)
     if warmup_steps and warmup_fraction:
         raise ConfigError("--model.warmup_fraction: set either --model.warmup_steps or --model.warmup_fraction, not both")
-    if not 0 <= min_lr_ratio <= 1:
-        raise ConfigError(f"--model.min_lr_ratio: must be in [0, 1], got {min_lr_ratio!r}")
+    check_probability("--model.min_lr_ratio", min_lr_ratio)

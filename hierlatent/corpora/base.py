@@ -1,4 +1,4 @@
-"""The corpus-generator contract every generator implements, and the checks their constructors share.
+"""The corpus-generator contract every generator implements (their shared argument checks: ``hierlatent.checks``).
 
 A generator is a typed, seedable recipe. Its ``__init__`` signature (with one-line docstrings per
 argument) *is* the config schema that jsonargparse exposes under ``data.generator``; every argument
@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+# the argument checks live in the leaf module hierlatent.checks; re-exported for the generators that import them here
+from hierlatent.checks import (check_distribution, check_int, check_nonnegative, check_positive,  # noqa: F401
+                               check_probability)
 from hierlatent.errors import ConfigError
 
 SPLITS = ("train", "test")
@@ -176,43 +178,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-# -- argument checks: each raises ConfigError naming the field ----------------------------------
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """An integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(name: str, value: Any) -> float:
-    """A finite real number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def check_nonnegative(name: str, value: Any) -> float:
-    """A finite real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name}: must be a number >= 0, got {value!r}")
-    return float(value)
-
-
-def check_probability(name: str, value: Any) -> float:
-    """A real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name}: must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def check_distribution(name: str, values: Any, atol: float = 1e-6) -> tuple[float, ...]:
-    """A non-empty sequence of probabilities summing to 1."""
-    try:
-        probs = tuple(check_probability(f"{name}[{i}]", v) for i, v in enumerate(values))
-    except TypeError as exc:
-        raise ConfigError(f"{name}: must be a list of probabilities, got {values!r}") from exc
-    if not probs or abs(sum(probs) - 1.0) > atol:
-        raise ConfigError(f"{name}: probabilities must sum to 1, got {sum(probs):.6g}")
-    return probs
