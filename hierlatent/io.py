@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hierlatent.errors import CorpusError
+from hierlatent.errors import ConfigError, CorpusError, HierlatentError
 
 
 def cache_root() -> Path:
@@ -103,18 +103,19 @@ class atomic_directory:
             _raise_io(self.path, err)
 
 
-def check_writable(output_dir: Path, flag: str = "--output_dir") -> None:
+def check_writable(output_dir: Path, flag: str = "--output_dir", error: type[HierlatentError] = ConfigError,
+                   hint: str = "") -> None:
     """An output directory must be a directory this process can create or write into (checked without creating it).
 
     Args:
         output_dir: the directory a command will write into.
-        flag: the flag named in the error.
+        flag: the flag (or setting) named in the error.
+        error: the error raised (``CorpusError`` for the corpus cache, whose place is an environment variable).
+        hint: appended to the message (e.g. how to choose another directory).
     """
-    from hierlatent.errors import ConfigError
-
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"{flag}: {output_dir} exists and is not a directory")
+        raise error(f"{flag}: {output_dir} exists and is not a directory{hint}")
     existing = next(p for p in [output_dir, *output_dir.absolute().parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag}: cannot write into {existing} (to create {output_dir})")
+        raise error(f"{flag}: {existing} is not writable (to create {output_dir}){hint}")

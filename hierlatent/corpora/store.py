@@ -18,7 +18,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -32,7 +31,7 @@ from hierlatent.corpora.base import CorpusGenerator
 from hierlatent.corpora.integrity import (FORMAT, META, crc32_bytes, read_meta, read_sidecar, shard_path,
                                           shard_problem, write_sidecar)
 from hierlatent.errors import CorpusError
-from hierlatent.io import atomic_write_bytes, atomic_write_json, cache_root
+from hierlatent.io import atomic_write_bytes, atomic_write_json, cache_root, check_writable
 
 __all__ = ["FORMAT", "META", "Corpus", "build_corpus", "corpus_dir", "open_corpus", "shard_path"]
 
@@ -232,14 +231,12 @@ def _shard_records(root: Path, split: str, n_shards: int) -> list[tuple[int, str
 
 # -- checks before any long work ---------------------------------------------------------------------
 def _check_writable(root: Path) -> None:
+    hint = "; set HIERLATENT_CACHE to a writable directory"
+    check_writable(root, "cache directory", CorpusError, hint)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise CorpusError(
-            f"cache directory {root} is not writable ({exc.strerror}); set HIERLATENT_CACHE to a writable directory"
-        ) from exc
+        root.mkdir(parents=True, exist_ok=True)  # _check_disk measures the disk the corpus directory is on
+    except OSError as exc:  # what os.access cannot foresee (a full disk, a quota, a race)
+        raise CorpusError(f"cache directory: cannot create {root} ({exc.strerror}){hint}") from exc
 
 
 def _check_disk(root: Path, generator: CorpusGenerator, dtype: np.dtype) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from hierlatent.errors import ConfigError, HierlatentError
+from hierlatent.io import check_writable
 
 FIGURES = ("fig2_loss", "fig3_induction", "fig3b_standard_induction", "fig4_hydra", "fig4b_hydra_k2", "fig5a_function_vectors")
 _LIST_FLAGS = ("--runs", "--formats", "--figures")
@@ -56,7 +57,7 @@ def plot(
         The paths of the files written.
     """
     _validate(formats, dpi, figures, width, max_columns, smooth)
-    _check_writable(Path(output_dir))
+    check_writable(Path(output_dir), "--output_dir")
     from hierlatent.plot.discover import load_sources, load_sweep
 
     if not runs and olmo is None and sweep is None:
@@ -101,13 +102,6 @@ def _validate(formats: list[str], dpi: int, figures: list[str] | None, width: fl
         raise ConfigError(f"--max_columns: must be >= 1, got {max_columns}")
     if not 0 <= smooth < 1:
         raise ConfigError(f"--smooth: EMA weight must be in [0, 1), got {smooth}")
-
-
-def _check_writable(output_dir: Path) -> None:
-    """``--output_dir`` must be a directory we can create or write into (checked without creating it)."""
-    from hierlatent.io import check_writable
-
-    check_writable(output_dir, "--output_dir")
 
 
 def _draw(sources, groups, figures, width, max_columns, xscale, smooth, paper_panels):
