@@ -32,7 +32,10 @@ last-position ablations share the clean prefix through a KV cache, so each ablat
 of a full forward; FV patching likewise patches only the last position, so the target prompts' prefix runs
 once with a KV cache and the clean read-out and the L patches are one-token rows of one step: 6P + 5P + (L+1)P
 token passes against nnsight's (L+2)·6P (about 3x fewer at the paper's 16 layers, 1.4x at 4). Before that
-change (the probe ran (L+2) full prompts per pair, like nnsight) the FV row was ~0.9x at 4x128.
+change (the probe ran (L+2) full prompts per pair, like nnsight) the FV row was ~0.9x at 4x128. At toy sizes
+(2x32, a few 16-token windows) the Hydra, McGrath and FV rows drop below 1x (0.5-0.7x measured): there every
+call is fixed costs, ours a ``probe_mode`` snapshot of every module's state (~2 ms) and a few more forward calls
+than the batched peer's single one, each ~1 ms of HF Python per layer; from 4x128 up the work dominates.
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_peers.py        # defaults: 4x128 Llama, a few minutes
     # the paper's shape (much longer), one command line:

@@ -16,8 +16,9 @@ The exponent is the least-squares slope of log(cost) against log(work); the work
 its size, so an exponent above 1.15 (0.10 for memory, which should not grow at all) is flagged as growing worse
 than its work: a defect to investigate. Fixed costs (interpreter and torch start-up, a process per run) make
 the exponents of the CLI rows well below 1; the ``per unit`` column (slope of a straight-line fit) gives
-their marginal cost. In-process times are the minimum of ``--repeats`` calls after one warm-up (the least
-noisy estimate on a shared machine); subprocess rows are measured once.
+their marginal cost. In-process (probe) times are this process's CPU seconds, the minimum of ``--repeats``
+calls after one warm-up (one torch thread: the least noisy estimate on a shared machine); subprocess rows are
+wall seconds, measured once, after one warm-up generation that compiles the numba kernels.
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_scaling.py            # a few minutes on 2 cores
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_scaling.py --quick    # smaller sizes
@@ -105,6 +106,9 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int
 def generation_rows(sizes: list[int], tmp: Path) -> list[Row]:
     """Generation seconds and peak RSS against corpus tokens, one fresh subprocess and cache per size."""
     time_row, mem_row = Row("generation time", "s", "time"), Row("generation peak RSS", "MiB", "memory")
+    # warm-up: a fresh checkout compiles (and caches) the numba kernels in the first process that runs them
+    run_cli(["generate", "--config", str(ROOT / "configs/quickstart.yaml"), "--data.generator.init_args.n_documents",
+             "100", "--data.generation_workers", "1"], tmp, child_env(tmp / "gen-warm-up"))
     for n in sizes:
         env = child_env(tmp / f"gen-{n}")
         _, rss = run_cli(["generate", "--config", str(ROOT / "configs/quickstart.yaml"),
@@ -144,22 +148,33 @@ def probe_calls(model, stimuli: int, window: int = 128) -> dict:
             "fv": lambda: fv.run(model)}
 
 
+def cpu_seconds(call) -> float:
+    """This process's CPU seconds for one call (one torch thread: its work, whatever else shares the cores)."""
+    t0 = time.process_time()
+    call()
+    return time.process_time() - t0
+
+
+def least_cpu(call, repeats: int) -> float:
+    """Minimum CPU seconds of ``repeats`` calls after one warm-up."""
+    call()
+    return min(cpu_seconds(call) for _ in range(repeats))
+
+
 def probe_rows(shapes: list[tuple[int, int]], stimuli: list[int], repeats: int,
                base: tuple[int, int] = (4, 128)) -> list[Row]:
-    """Per probe: seconds against layers × width (fixed 8 stimuli) and against stimuli (fixed ``base`` shape)."""
-    from tests.benchmarks.bench_flops import best_time  # minimum of ``repeats`` calls after one warm-up
-
+    """Per probe: CPU seconds against layers × width (fixed 8 stimuli) and against stimuli (fixed ``base``)."""
     rows: dict[str, Row] = {}
     for layers, width in shapes:
         model, params = llama(layers, width)
         for name, call in probe_calls(model, 8).items():
             row = rows.setdefault(f"size {name}", Row(f"{name} vs layers x width", "s", "time"))
-            row.add(f"{layers}x{width}", params, best_time(call, repeats))
+            row.add(f"{layers}x{width}", params, least_cpu(call, repeats))
     model, _ = llama(*base)
     for n in stimuli:
         for name, call in probe_calls(model, n).items():
             row = rows.setdefault(f"stim {name}", Row(f"{name} vs stimuli", "s", "time"))
-            row.add(f"{n}", n, best_time(call, repeats))
+            row.add(f"{n}", n, least_cpu(call, repeats))
     return list(rows.values())
 
 
