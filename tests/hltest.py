@@ -75,9 +75,13 @@ def tiny_fit_config(**overrides) -> dict:
     return cfg
 
 
-def run_hierlatent(args: list[str], cwd, timeout: float = 300, check: bool = True):
-    """Run the installed ``hierlatent`` console script (tests/ on PYTHONPATH for test-only classes)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+def run_hierlatent(args: list[str], cwd, timeout: float = 300, check: bool = True, env: dict | None = None):
+    """Run the installed ``hierlatent`` console script (tests/ on PYTHONPATH for test-only classes).
+
+    ``env``: extra variables for the child only (e.g. ``HIERLATENT_CACHE``), so tests never edit ``os.environ``.
+    """
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     env.setdefault("OMP_NUM_THREADS", "1")
     out = subprocess.run(["hierlatent", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:

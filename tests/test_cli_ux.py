@@ -76,17 +76,7 @@ def fit_run(tmp_path_factory):
     cfg["checkpoint"].pop("every_n_train_steps")
     (root / "ux.yaml").write_text(yaml.safe_dump(cfg))
     env_cache = root / "cache"
-    import os
-
-    old = os.environ.get("HIERLATENT_CACHE")
-    os.environ["HIERLATENT_CACHE"] = str(env_cache)
-    try:
-        out = run_hierlatent(["fit", "--config", "ux.yaml"], cwd=root)
-    finally:
-        if old is None:
-            os.environ.pop("HIERLATENT_CACHE")
-        else:
-            os.environ["HIERLATENT_CACHE"] = old
+    out = run_hierlatent(["fit", "--config", "ux.yaml"], cwd=root, env={"HIERLATENT_CACHE": str(env_cache)})
     return root, out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import torch
 import yaml
@@ -22,11 +21,7 @@ def test_ddp_two_processes_match_one(tmp_path):
             data={"batch_size": batch},
         )
         (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-        os.environ["HIERLATENT_CACHE"] = str(cache)
-        try:
-            run_hierlatent(["fit", "--config", str(root / "cfg.yaml")], cwd=root)
-        finally:
-            del os.environ["HIERLATENT_CACHE"]
+        run_hierlatent(["fit", "--config", str(root / "cfg.yaml")], cwd=root, env={"HIERLATENT_CACHE": str(cache)})
         curves[name] = scalars(root / "runs" / "hierlatent" / "run")
         # one HF export per checkpoint, written once (rank 0), complete
         assert sorted(p.name for p in (root / "runs" / "hierlatent" / "run" / "hf").iterdir()) == ["step-4", "step-8"]

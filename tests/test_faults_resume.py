@@ -92,13 +92,8 @@ def _fit(root: Path, cache: Path, callback: dict | None = None, args=(), env=Non
     cfg = tiny_fit_config(trainer={"callbacks": [callback]} if callback else {})
     path = root / f"cfg{len(list(root.glob('cfg*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    saved = dict(os.environ)
-    os.environ.update({"HIERLATENT_CACHE": str(cache), **(env or {})})
-    try:
-        return run_hierlatent(["fit", "--config", str(path), *args], cwd=root, check=False)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return run_hierlatent(["fit", "--config", str(path), *args], cwd=root, check=False,
+                          env={"HIERLATENT_CACHE": str(cache), **(env or {})})
 
 
 #: the run directory, relative to the working directory of the fit (as its messages print it)

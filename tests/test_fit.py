@@ -15,15 +15,9 @@ from hltest import run_hierlatent, scalars, tiny_fit_config
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
     cache = root / "cache"
-    import os
-
-    os.environ["HIERLATENT_CACHE"] = str(cache)
-    try:
-        cfg = root / "tiny.yaml"
-        cfg.write_text(yaml.safe_dump(tiny_fit_config(checkpoint={"every_n_train_steps": None, "every_fraction": 0.5})))
-        out = run_hierlatent(["fit", "--config", str(cfg)], cwd=root)
-    finally:
-        del os.environ["HIERLATENT_CACHE"]
+    cfg = root / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_fit_config(checkpoint={"every_n_train_steps": None, "every_fraction": 0.5})))
+    out = run_hierlatent(["fit", "--config", str(cfg)], cwd=root, env={"HIERLATENT_CACHE": str(cache)})
     return root, cache, cfg, out
 
 
@@ -61,7 +55,6 @@ def test_hf_export_opens_with_auto_classes(fitted):
 
 def test_second_fresh_fit_into_same_run_dir_is_refused(fitted):
     root, cache, cfg, _ = fitted
-    import os
 
     out = run_hierlatent(["fit", "--config", str(cfg)], cwd=root, check=False)
     assert out.returncode == 2
@@ -88,13 +81,8 @@ def test_generation_workers_do_not_import_the_cli(tmp_path):
     cfg = tiny_fit_config(data={"generator": {"class_path": "hltest.ImportRecorder", "init_args": {"seed": 1}},
                                 "batch_size": 4, "generation_workers": 2})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    import os
-
-    os.environ["HIERLATENT_CACHE"] = str(tmp_path / "cache")
-    try:
-        run_hierlatent(["generate", "--config", str(tmp_path / "cfg.yaml")], cwd=tmp_path)
-    finally:
-        del os.environ["HIERLATENT_CACHE"]
+    run_hierlatent(["generate", "--config", str(tmp_path / "cfg.yaml")], cwd=tmp_path,
+                   env={"HIERLATENT_CACHE": str(tmp_path / "cache")})
     (corpus,) = (tmp_path / "cache" / "corpora").iterdir()
     shards = sorted((corpus / "train").glob("shard-*.bin"))
     assert len(shards) == 4

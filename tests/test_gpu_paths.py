@@ -32,12 +32,9 @@ BF16_RTOL = 2e-2
 
 def _fit(tmp_path: Path, **overrides) -> tuple[Path, dict]:
     """One tiny console-script fit with config overrides; returns the run directory and its scalars."""
-    os.environ["HIERLATENT_CACHE"] = str(tmp_path / "cache")
-    try:
-        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tiny_fit_config(**overrides)))
-        run_hierlatent(["fit", "--config", str(tmp_path / "cfg.yaml")], cwd=tmp_path, timeout=600)
-    finally:
-        del os.environ["HIERLATENT_CACHE"]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tiny_fit_config(**overrides)))
+    run_hierlatent(["fit", "--config", str(tmp_path / "cfg.yaml")], cwd=tmp_path, timeout=600,
+                   env={"HIERLATENT_CACHE": str(tmp_path / "cache")})
     run = tmp_path / "runs" / "hierlatent" / "run"
     return run, scalars(run)
 

@@ -38,11 +38,8 @@ def _run(root, cache, extra_cfg=None, args=(), check=True):
     cfg = tiny_fit_config(**(extra_cfg or {}))
     path = root / f"cfg{len(list(root.glob('cfg*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    os.environ["HIERLATENT_CACHE"] = str(cache)
-    try:
-        return run_hierlatent(["fit", "--config", str(path), *args], cwd=root, check=check)
-    finally:
-        del os.environ["HIERLATENT_CACHE"]
+    return run_hierlatent(["fit", "--config", str(path), *args], cwd=root, check=check,
+                          env={"HIERLATENT_CACHE": str(cache)})
 
 
 @pytest.fixture(scope="module")

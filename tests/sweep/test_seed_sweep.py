@@ -24,12 +24,8 @@ def swept(tmp_path_factory):
     """The tiny sweep run once, uninterrupted (2 conditions x 2 seeds, 2 at a time)."""
     root = tmp_path_factory.mktemp("sweep")
     write_tiny_sweep(root)
-    env_cache = {"HIERLATENT_CACHE": str(root / "cache")}
-    os.environ.update(env_cache)
-    try:
-        out = run_hierlatent(["sweep", "sweep.yaml", "--output_dir", "out"], cwd=root)
-    finally:
-        del os.environ["HIERLATENT_CACHE"]
+    out = run_hierlatent(["sweep", "sweep.yaml", "--output_dir", "out"], cwd=root,
+                         env={"HIERLATENT_CACHE": str(root / "cache")})
     return root, out
 
 
@@ -140,14 +136,9 @@ def test_slurm_script_submits_and_runs_an_array_task(tmp_path):
     fake = bin_dir / "sbatch"
     fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/sbatch-args\necho 4242\n")
     fake.chmod(0o755)
-    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-    os.environ["HIERLATENT_CACHE"] = str(tmp_path / "cache")
-    try:
-        out = run_hierlatent(["sweep", "sweep.yaml", "--output_dir", "out", "--launcher", "slurm", "--seeds", "0"],
-                             cwd=tmp_path)
-    finally:
-        os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
-        del os.environ["HIERLATENT_CACHE"]
+    out = run_hierlatent(["sweep", "sweep.yaml", "--output_dir", "out", "--launcher", "slurm", "--seeds", "0"],
+                         cwd=tmp_path, env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                                            "HIERLATENT_CACHE": str(tmp_path / "cache")})
     assert "submitted array job 4242" in out.stdout
     script = (tmp_path / "out" / "slurm" / "sweep.sbatch").read_text()
     assert "#SBATCH --array=0-1%2" in script and "#SBATCH --requeue" in script
