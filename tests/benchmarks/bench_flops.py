@@ -1,14 +1,48 @@
-"""Achieved FLOP/s of forward-bound probes and of a training step, as a fraction of measured dense matmul FLOP/s.
+"""Achieved FLOP/s of the probes and of a training step, as a fraction of measured dense matmul FLOP/s.
 
 For each model size (three by default: how the cost grows with layers × width), the script measures:
 - ``matmul``: the best FLOP/s of ``[B·T, d] @ [d, d_mlp]`` and ``[B·T, d] @ [d, V]`` at the model's shapes;
 - ``bare forward``: one batched HF forward of ``B × T`` tokens (the floor a forward-bound probe can reach);
 - ``InductionProbe`` (one batched forward of ``n_samples × 2n`` tokens, eager attention for the patterns) and
   ``ICLProbe`` (forwards of ``n_windows × T`` held-out tokens), FLOPs counted from the shape and the tokens;
+- ``FunctionVectorProbe`` (paper patching, ``todd=False``) on ``B·T // 6`` pairs (as many source tokens as
+  the bare forward), ``HydraProbe`` (paper Δ k = 1, 2 + McGrath zero ablation at the last position, as
+  ``callbacks/paper.yaml``; k = 1 only at 2 layers, where k = 2 leaves no layer) on the ``B × T`` windows,
+  and ``SyntaxProbe`` on ``B·T // 4`` prompts;
 - ``train step``: forward + backward + AdamW at ``B × T`` (3 × forward FLOPs, ``count_flops_per_token``).
-FLOPs per token are ``hierlatent.model.count_flops_per_token`` (PaLM convention) at each call's sequence length.
-Not covered yet (issue 14): the function-vector, Hydra and syntax probes, whose work is not one forward per
-stimulus token (patched and KV-cached passes); a fraction below half of the bare forward is reported, not fixed.
+
+FLOPs are counted from the shape and what is actually computed (``work_flops``): per token row forwarded,
+``2·L·(4d² + 3·d·d_mlp)`` matmul FLOPs plus ``4·L·d·K`` for attention over its K keys (PaLM convention: the
+prefill's K is its sequence length, no causal halving; a KV-cached one-token row has K = cache length + 1),
+plus ``2·d·V`` per row whose logits are computed (``logits_to_keep=1`` keeps one row per sequence). So:
+- FV: source prompts ``P × 6`` (K = 6, one logit row each), target prefixes ``P × 5`` (K = 5, one logit row),
+  then ``P·(L + 1)`` one-token rows (clean + one patch per layer, K = 6, a logit row each);
+- Hydra (``per = max(1, 16 // (L + 1))`` windows a chunk): McGrath's prefix ``N × (T − 2)`` (K = T − 2, one
+  logit row), ``N·(L + 1)`` one-token rows (K = T − 1, a logit row each), the clean ``follow`` row per
+  window (K = T), and the paper Δ's ``L − 1`` zeroed one-token rows (K = 1); the dot-product read-outs are
+  ``O(N·L²·d)`` and left out (< 0.1 %);
+- Syntax: ``S × 4`` prompt tokens (K = 4) and 3 logit rows per prompt (positions 0, 1, 3).
+KV-cache copies (``batch_repeat_interleave``), hooks and softmaxes are not FLOPs and are not counted: they
+are part of why a probe falls below the bare forward.
+
+The matmul terms match ``torch.utils.flop_counter.FlopCounterMode``'s ``mm + bmm`` count at 2x64 (to 0.01 %;
+its ``mm`` alone is within 1.5 % at 4x128 and 8x256); that counter does not see CPU flash attention, so the
+``4·L·d·K`` term is not checked.
+
+Where a probe falls below half of the bare forward (one thread, CPU; README Speed "FLOP floor"):
+- ``HydraProbe`` (24–37 %): ``batch_size=16`` rows (the preset's default) hold ``16 // (L + 1)`` windows a
+  chunk, one at 8 layers, so the ``T − 2``-token prefill runs as batch-1 forwards (53 vs 76 GFLOP/s at
+  batch 4, 8x256); every chunk then runs an ``(L + 1)``-row and a 1-row one-token step after its cache:
+  ``[R, d] @ [d, ·]`` products bound by reading every weight once per step (about 15 GFLOP/s at 9 rows),
+  and the zeroed paper-Δ stack is one more such step. ``batch_repeat_interleave`` copies the KV cache
+  ``L + 1`` times per chunk (with the cache appends, ``aten::cat`` is ~10 % of the time at 8x256, no
+  FLOPs), and each step runs 2·L Python hooks.
+  Fewer, wider chunks (a larger ``batch_size``) are the fix; this script keeps the preset.
+- ``FunctionVectorProbe`` (51–91 %) and ``SyntaxProbe`` (42–97 %) reach half or more but for one of three
+  runs of syntax at 2x64: their prompts are 6 and 4 tokens, but up to 64 (FV) or all (syntax) prompts share
+  each forward, and FV's one-token step carries ``L + 1`` rows per prompt. At 2x64 a bare forward takes 3 ms,
+  so HF's per-forward Python (a few hundred µs) and the machine's noise dominate (``InductionProbe`` and
+  ``ICLProbe`` spread as widely there between runs); from 4x128 on both stay at 62 % or more.
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_flops.py --sizes 2x64 4x128 8x256
 """
@@ -27,8 +61,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hierlatent.model import count_flops_per_token  # noqa: E402
+from hierlatent.probes.function_vectors import FunctionVectorProbe  # noqa: E402
+from hierlatent.probes.hydra import HydraProbe  # noqa: E402
 from hierlatent.probes.icl import ICLProbe  # noqa: E402
 from hierlatent.probes.induction import InductionProbe  # noqa: E402
+from hierlatent.probes.syntax import SyntaxProbe  # noqa: E402
 
 V = 1003
 
@@ -45,8 +82,34 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def forward_flops(layers: int, width: int, seq: int, tokens: int) -> float:
-    """Forward FLOPs of ``tokens`` tokens at sequence length ``seq``."""
+    """Forward FLOPs of ``tokens`` tokens at sequence length ``seq``, logits at every token."""
     return count_flops_per_token("llama", V, layers, width, 4 * width, seq) / 3 * tokens
+
+
+def work_flops(layers: int, width: int, work: list[tuple[int, int, int]]) -> float:
+    """FLOPs of ``(rows, keys, logit_rows)`` passes: token rows forwarded, the keys each attends to, and the
+    rows whose ``lm_head`` logits are computed (module docstring)."""
+    body = 2 * layers * (4 * width * width + 3 * width * 4 * width)
+    return float(sum(rows * (body + 4 * layers * width * keys) + 2 * width * V * logit_rows
+                     for rows, keys, logit_rows in work))
+
+
+def probe_work(layers: int, batch: int, seq: int) -> dict[str, list[tuple[int, int, int]]]:
+    """The ``(rows, keys, logit_rows)`` passes each patched / KV-cached probe runs (module docstring)."""
+    pairs, n, syn = batch * seq // 6, batch, batch * seq // 4
+    R = layers + 1
+    return {"FunctionVectorProbe": [(6 * pairs, 6, pairs), (5 * pairs, 5, pairs), (R * pairs, 6, R * pairs)],
+            "HydraProbe": [((seq - 2) * n, seq - 2, n), (R * n, seq - 1, R * n), (n, seq, n),
+                           (layers - 1, 1, layers - 1)],
+            "SyntaxProbe": [(4 * syn, 4, 3 * syn)]}
+
+
+def probe_calls(layers: int, batch: int, seq: int, x: torch.Tensor) -> dict[str, Callable[[torch.nn.Module], object]]:
+    """name -> call of the FV (paper), Hydra (paper preset) and syntax probes at the sizes ``probe_work`` counts."""
+    fv = FunctionVectorProbe(n_pairs=batch * seq // 6, todd=False, batch_size=64)
+    hydra = HydraProbe(ks=tuple(k for k in (1, 2) if k < layers), ablation="zero", positions="last", n_heldout=batch)
+    syntax = SyntaxProbe(n_samples=batch * seq // 4)
+    return {"FunctionVectorProbe": fv.run, "HydraProbe": lambda m: hydra.run(m, x), "SyntaxProbe": syntax.run}
 
 
 def measure(layers: int, width: int, batch: int, seq: int, repeats: int) -> list[tuple[str, float, float]]:
@@ -75,6 +138,10 @@ def measure(layers: int, width: int, batch: int, seq: int, repeats: int) -> list
     icl = ICLProbe(n_windows=batch, batch_size=batch)
     t = best_time(lambda: icl.run(model, x), repeats)
     rows.append(("ICLProbe", t, forward_flops(layers, width, seq, batch * seq) / t))
+    work = probe_work(layers, batch, seq)
+    for name, call in probe_calls(layers, batch, seq, x).items():
+        t = best_time(lambda: call(model), repeats)
+        rows.append((name, t, work_flops(layers, width, work[name]) / t))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -103,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         peak, bare = rows[0][2], rows[1][2]
         print(f"-- llama {layers}x{width}")
         for name, t, flops in rows:
-            print(f"{name:16s} {t:9.4f} s {flops / 1e9:9.2f} GFLOP/s  {flops / peak:6.1%} of matmul  "
+            print(f"{name:19s} {t:9.4f} s {flops / 1e9:9.2f} GFLOP/s  {flops / peak:6.1%} of matmul  "
                   f"{flops / bare:6.1%} of bare forward", flush=True)
 
 
