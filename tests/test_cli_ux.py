@@ -16,13 +16,17 @@ import yaml
 from hltest import run_hierlatent, scalars, tiny_fit_config
 
 
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter; its stdout ends with NO-TORCH when it never imported torch."""
+    probe = "\nimport sys\nprint('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    return subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, timeout=120)
+
+
 def test_top_level_help_lists_every_subcommand_without_torch():
-    code = (
-        "import sys; from hierlatent.commands import LIGHT_SUBCOMMANDS, SUBCOMMAND_HELP, light_main;"
-        " assert light_main(['--help']) == 0; assert set(LIGHT_SUBCOMMANDS) <= set(SUBCOMMAND_HELP);"
-        " print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    out = _fresh_python(
+        "from hierlatent.commands import LIGHT_SUBCOMMANDS, SUBCOMMAND_HELP, light_main;"
+        " assert light_main(['--help']) == 0; assert set(LIGHT_SUBCOMMANDS) <= set(SUBCOMMAND_HELP)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("NO-TORCH")
     for sub in ("fit", "validate", "test", "predict", "generate", "probe-olmo", "plot", "sweep", "compare", "verify"):
@@ -48,12 +52,10 @@ def test_every_subcommand_is_a_light_main_or_a_trainer_method():
 
 
 def test_plot_error_needs_no_torch():
-    code = (
-        "import sys; from hierlatent.commands import main\n"
-        "try:\n main(['plot', '--runs', '/nonexistent'])\nexcept SystemExit as e:\n print('EXIT', e.code)\n"
-        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    out = _fresh_python(
+        "from hierlatent.commands import main\n"
+        "try:\n main(['plot', '--runs', '/nonexistent'])\nexcept SystemExit as e:\n print('EXIT', e.code)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "EXIT 2" in out.stdout and out.stdout.strip().endswith("NO-TORCH"), out.stdout + out.stderr
     assert out.stderr.strip().startswith("error: --runs")
 
