@@ -25,6 +25,7 @@ from hierlatent.cli_report import fit_callbacks, print_start, print_summary
 from hierlatent.data import CorpusDataModule
 from hierlatent.data.windows import CLI_FLAGS, check_fills
 from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
+from hierlatent.events import EVENT_GLOB
 from hierlatent.model import check_model_shape
 from hierlatent.module import LanguageModel
 from hierlatent.resume import newest_intact, start_afresh
@@ -154,7 +155,7 @@ class HierlatentCLI(SubcommandCLI):
             _check_ckpt_matches(path, model)
         elif self.subcommand == "fit" and trainer.is_global_zero and trainer.logger is not None:
             log_dir = Path(trainer.logger.log_dir)
-            events = sorted(log_dir.glob("events.out.tfevents.*"))
+            events = sorted(log_dir.glob(EVENT_GLOB))
             if events and ckpt == "last":
                 start_afresh(trainer.logger, log_dir, events)
             elif events:

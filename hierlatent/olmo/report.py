@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from hierlatent.callbacks.probes import ProbeRunner
 from hierlatent.callbacks.suite import ProbeSuite
 from hierlatent.documents import extract_fragment
+from hierlatent.events import EVENT_GLOB
 
 
 def is_complete(path: Path, probe_names: list[str]) -> bool:
@@ -34,7 +35,7 @@ def rebuild_tensorboard(output_dir: Path, runners: list[ProbeRunner], revisions:
     """
     tb_dir = Path(output_dir) / "tensorboard"
     if tb_dir.is_dir():
-        for old in tb_dir.glob("events.out.tfevents.*"):
+        for old in tb_dir.glob(EVENT_GLOB):
             old.unlink()
     docs = []
     for rev in revisions:

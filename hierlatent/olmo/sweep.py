@@ -29,6 +29,7 @@ from lightning.pytorch import Trainer
 
 from hierlatent.callbacks.probes import ProbeRunner
 from hierlatent.errors import ConfigError, HierlatentError
+from hierlatent.io import check_writable
 from hierlatent.olmo.checkpoints import CheckpointRef, discover, download, hub_weights_hash, weights_hash
 from hierlatent.olmo.frozen import FrozenCausalLM, probe_checkpoint
 from hierlatent.olmo.heldout import check_heldout, check_roles
@@ -62,8 +63,7 @@ def probe_olmo(
     runners = [cb for cb in trainer.callbacks if isinstance(cb, ProbeRunner)]
     if not runners:
         raise ConfigError("--trainer.callbacks: probe-olmo needs a ProbeRunner (e.g. --config callbacks/olmo.yaml)")
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise ConfigError(f"--output_dir: {output_dir} exists and is not a directory")
+    check_writable(Path(output_dir))  # --output_dir: a directory this process can create or write into
     refs = discover(checkpoints, revisions)  # errors surface here, before any process is started
     local = [Path(r.path) if r.path else None for r in refs]
     check_heldout([p for r in runners for p in r.probes], local, heldout)
