@@ -44,28 +44,23 @@ Where a probe falls below half of the bare forward (one thread, CPU; README Spee
   so HF's per-forward Python (a few hundred µs) and the machine's noise dominate (``InductionProbe`` and
   ``ICLProbe`` spread as widely there between runs); from 4x128 on both stay at 62 % or more.
 
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_flops.py --sizes 2x64 4x128 8x256
+    OMP_NUM_THREADS=1 python -m tests.benchmarks.bench_flops --sizes 2x64 4x128 8x256   # from the repo root
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from hierlatent.model import count_flops_per_token  # noqa: E402
-from hierlatent.probes.function_vectors import FunctionVectorProbe  # noqa: E402
-from hierlatent.probes.hydra import HydraProbe  # noqa: E402
-from hierlatent.probes.icl import ICLProbe  # noqa: E402
-from hierlatent.probes.induction import InductionProbe  # noqa: E402
-from hierlatent.probes.syntax import SyntaxProbe  # noqa: E402
+from hierlatent.model import count_flops_per_token
+from hierlatent.probes.function_vectors import FunctionVectorProbe
+from hierlatent.probes.hydra import HydraProbe
+from hierlatent.probes.icl import ICLProbe
+from hierlatent.probes.induction import InductionProbe
+from hierlatent.probes.syntax import SyntaxProbe
 
 V = 1003
 
