@@ -151,12 +151,17 @@ def test_probes_in_bf16_agree_with_float32():
 
 
 def test_gpu_check_smoke(tmp_path):
-    """``tests/benchmarks/gpu_check.py --smoke``: every code path of the GPU check at tiny size on CPU, one JSON."""
+    """``python -m tests.benchmarks.gpu_check --smoke``: every code path of the GPU check at tiny size on CPU, one JSON.
+
+    Run as its README command runs it (``-m`` with the repo root importable), from a scratch directory so
+    that nothing it writes lands in the checkout.
+    """
     import json
 
     out = tmp_path / "gpu_check.json"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run([sys.executable, str(TESTS_DIR / "benchmarks" / "gpu_check.py"), "--smoke", "--output", str(out)],
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmarks.gpu_check", "--smoke", "--output", str(out)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(out.read_text())

@@ -118,3 +118,39 @@ def test_every_named_layer_exists():
 ])
 def test_the_checker_finds_upward_imports(module, source, expected):
     assert len(violations(module, source, is_package=module == "hierlatent.data")) == expected
+
+
+def _edits_sys_path(source: str) -> list[int]:
+    """Lines of ``source`` that change ``sys.path`` (a call of one of its methods, or an assignment to it)."""
+    def is_sys_path(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys")
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(is_sys_path(t) or (isinstance(t, ast.Subscript) and is_sys_path(t.value)) for t in targets):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_test_or_benchmark_edits_sys_path():
+    """Tests and benchmarks import helpers through pytest's ``pythonpath`` or ``python -m`` from the repo root."""
+    tests = Path(__file__).resolve().parent
+    files = sorted(tests.rglob("*.py"))
+    assert len(files) > 20 and any(f.parent.name == "benchmarks" for f in files)
+    bad = [f"{f.relative_to(tests)}:{line}" for f in files for line in _edits_sys_path(f.read_text())]
+    assert not bad, "sys.path edited at " + ", ".join(bad)
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("import sys\nsys.path.insert(0, 'x')", [2]),
+    ("import sys\nsys.path += ['x']", [2]),
+    ("import sys\nsys.path[:0] = ['x']", [2]),
+    ("import sys\nprint(sys.path)\nsys.argv.append('x')", []),
+])
+def test_the_sys_path_check_finds_edits(source, expected):
+    assert _edits_sys_path(source) == expected

@@ -3,7 +3,7 @@
 Writes a synthetic token corpus (uint16 shard files) to a temp directory, then reads the same windows
 (same seeded order, same offsets) three ways and prints batches/s, tokens/s and the ratio to the plain loop:
 
-    python tests/benchmarks/bench_data.py [--tokens 50000000] [--context-window 512] [--batch-size 8] [--batches 2000]
+    python -m tests.benchmarks.bench_data [--tokens 50000000] [--context-window 512] [--batch-size 8] [--batches 2000]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ does except checkpoints (TensorBoard logging every ``--log_every`` steps with gr
 Runs alternate (plain, lightning, plain, ...) and the medians of per-step times are compared, which
 cancels slow drifts of a shared machine.
 
-Usage: python tests/benchmarks/bench_fit_overhead.py [--steps 40] [--d_model 128] [--device cpu]
+Usage (from the repository root): python -m tests.benchmarks.bench_fit_overhead [--steps 40] [--d_model 128] [--device cpu]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ in this process, tables built, compiled code cached) and the reference (a few th
 in-process. A control measures what two processes get from this machine at all (a pure-Python spin loop
 in one process vs two at once): on a shared VM two vCPUs can deliver well under 2x.
 
-    python tests/benchmarks/bench_gen_ngram.py [--sentences 12000000] [--per-shard 250000] [--reference-sentences 3000]
+    python -m tests.benchmarks.bench_gen_ngram [--sentences 12000000] [--per-shard 250000] [--reference-sentences 3000]
 """
 
 from __future__ import annotations

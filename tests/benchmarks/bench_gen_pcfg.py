@@ -15,7 +15,7 @@ Then it projects the paper's training split (60.5M base documents: 58B tokens, 6
 lengthens sentences) onto a 64-core node from the per-core rate and the measured 2-worker scaling. On a
 shared machine other processes spoil the wall-clock scaling: the run reports their load.
 
-    python tests/benchmarks/bench_gen_pcfg.py [--documents 500000] [--ref-documents 300] [--ref-test-documents 2000]
+    python -m tests.benchmarks.bench_gen_pcfg [--documents 500000] [--ref-documents 300] [--ref-test-documents 2000]
 """
 
 from __future__ import annotations

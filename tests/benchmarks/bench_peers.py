@@ -37,9 +37,10 @@ change (the probe ran (L+2) full prompts per pair, like nnsight) the FV row was 
 call is fixed costs, ours a ``probe_mode`` snapshot of every module's state (~2 ms) and a few more forward calls
 than the batched peer's single one, each ~1 ms of HF Python per layer; from 4x128 up the work dominates.
 
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_peers.py        # defaults: 4x128 Llama, a few minutes
+    # from the repository root (-m makes tests.benchmarks.* importable):
+    OMP_NUM_THREADS=1 python -m tests.benchmarks.bench_peers        # defaults: 4x128 Llama, a few minutes
     # the paper's shape (much longer), one command line:
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_peers.py --layers 16 --width 256 --n 64 --samples 20
+    OMP_NUM_THREADS=1 python -m tests.benchmarks.bench_peers --layers 16 --width 256 --n 64 --samples 20
         --windows 10 --window 512 --no-loops --repeats 1
 """
 
@@ -49,7 +50,6 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,16 +57,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from hierlatent.probes.adapter import attention_patterns  # noqa: E402
-from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, paper_prompts  # noqa: E402
-from hierlatent.probes.hydra import hydra_paper  # noqa: E402
-from hierlatent.probes.induction import InductionProbe, diagonal_mean  # noqa: E402
-from hierlatent.probes.mcgrath import hydra_mcgrath  # noqa: E402
-from tests.benchmarks import peers_nnsight as nns  # noqa: E402
-from tests.benchmarks.bench_probes import max_diff  # noqa: E402  (nested results, NaN positions must agree)
+from hierlatent.probes.adapter import attention_patterns
+from hierlatent.probes.function_vectors import FunctionVectorProbe, fv_paper, paper_prompts
+from hierlatent.probes.hydra import hydra_paper
+from hierlatent.probes.induction import InductionProbe, diagonal_mean
+from hierlatent.probes.mcgrath import hydra_mcgrath
+from tests.benchmarks import peers_nnsight as nns
+from tests.benchmarks.bench_probes import max_diff  # nested results, NaN positions must agree
 
 AGREE = 1e-4
 

@@ -1,6 +1,6 @@
 """Benchmark of ``hierlatent probe-olmo``: per-checkpoint load and probe seconds, 1 vs 2 processes.
 
-Run:  python tests/benchmarks/bench_probe_olmo.py [--checkpoints 8] [--hidden 128] [--layers 4]
+Run (from the repository root):  python -m tests.benchmarks.bench_probe_olmo [--checkpoints 8] [--hidden 128] [--layers 4]
 
 Builds small random OLMo checkpoints in a temp dir, then
 1. in-process: load seconds and probe seconds per checkpoint (real induction + Hydra probes), and the probe

@@ -5,30 +5,27 @@ random weights. Every probe runs batched (``hierlatent.probes``) and as its slow
 reference (``tests/probes/reference_*.py``); the script prints per-probe seconds, the speed-up and the max
 absolute difference of all numbers, then the whole-suite totals (target: ≥ 10× on the suite).
 
-    python tests/benchmarks/bench_probes.py            # paper settings (100 held-out windows × 512)
-    python tests/benchmarks/bench_probes.py --quick    # small stimuli, a few minutes on a laptop CPU
-    python tests/benchmarks/bench_probes.py --extras   # + rows for options outside callbacks/paper.yaml
+From the repository root (``-m`` makes ``tests.probes.reference_*`` importable):
+
+    python -m tests.benchmarks.bench_probes            # paper settings (100 held-out windows × 512)
+    python -m tests.benchmarks.bench_probes --quick    # small stimuli, a few minutes on a laptop CPU
+    python -m tests.benchmarks.bench_probes --extras   # + rows for options outside callbacks/paper.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # for tests.probes.reference_*
-
-from hierlatent.probes.function_vectors import FunctionVectorProbe, icl_prompts, paper_prompts  # noqa: E402
-from hierlatent.probes.headwise import hydra_headwise  # noqa: E402
-from hierlatent.probes.hydra import HydraProbe  # noqa: E402
-from tests.probes import reference_hydra_fv as ref  # noqa: E402
-from tests.probes.reference_headwise import ref_hydra_headwise  # noqa: E402
+from hierlatent.probes.function_vectors import FunctionVectorProbe, icl_prompts, paper_prompts
+from hierlatent.probes.headwise import hydra_headwise
+from hierlatent.probes.hydra import HydraProbe
+from tests.probes import reference_hydra_fv as ref
+from tests.probes.reference_headwise import ref_hydra_headwise
 
 
 def paper_model(dtype: torch.dtype, device: str, seed: int = 0) -> torch.nn.Module:

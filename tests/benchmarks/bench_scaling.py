@@ -20,8 +20,9 @@ their marginal cost. In-process (probe) times are this process's CPU seconds, th
 calls after one warm-up (one torch thread: the least noisy estimate on a shared machine); subprocess rows are
 wall seconds, measured once, after one warm-up generation that compiles the numba kernels.
 
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_scaling.py            # a few minutes on 2 cores
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_scaling.py --quick    # smaller sizes
+    # from the repository root (-m makes tests.* importable):
+    OMP_NUM_THREADS=1 python -m tests.benchmarks.bench_scaling            # a few minutes on 2 cores
+    OMP_NUM_THREADS=1 python -m tests.benchmarks.bench_scaling --quick    # smaller sizes
 """
 
 from __future__ import annotations
@@ -263,5 +264,4 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))  # run as a script: this checkout's hierlatent and tests.* helpers
     main()

@@ -1,7 +1,7 @@
 """The first-GPU check: one script, at most ~8 minutes on one GPU, that measures and writes one JSON.
 
-    python tests/benchmarks/gpu_check.py --output gpu_check.json      # on a GPU machine
-    python tests/benchmarks/gpu_check.py --smoke --output smoke.json  # every code path, tiny, on CPU (a test)
+    python -m tests.benchmarks.gpu_check --output gpu_check.json      # on a GPU machine, from the repo root
+    python -m tests.benchmarks.gpu_check --smoke --output smoke.json  # every code path, tiny, on CPU (a test)
 
 Sections (each guarded by the time budget; a section that fails records its error and the others still run):
 - ``train_eager`` / ``train_compiled``: ``LanguageModel`` at the paper shape (configs/pcfg.yaml: Llama 16 × 256,
@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import math
-import sys
 import tempfile
 import time
 import traceback
@@ -32,11 +31,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from hierlatent.io import atomic_write_text  # noqa: E402
-from tests.benchmarks.bench_probes import numbers  # noqa: E402
+from hierlatent.io import atomic_write_text
+from tests.benchmarks.bench_probes import numbers
 
 #: dense bf16 FLOP/s (no sparsity) by a substring of ``torch.cuda.get_device_name`` (first match wins)
 PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12), ("B200", 2250e12),
