@@ -14,17 +14,36 @@ from typing import Any
 from hierlatent.errors import ConfigError
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
+def check_int(name: str, value: Any, minimum: int = 1, meaning: str = "") -> int:
     """An integer >= ``minimum`` (numpy integers too, never a bool).
 
     Args:
         name: the field named in the error.
         value: the value to check.
         minimum: the smallest value allowed.
+        meaning: what the value means, shown in parentheses after the rule (e.g. ``-1 = no step limit``).
     """
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+        note = f" ({meaning})" if meaning else ""
+        raise ConfigError(f"{name}: must be an integer >= {minimum}{note}, got {value!r}")
     return int(value)
+
+
+def check_fraction_or_count(name: str, value: Any) -> int | float:
+    """Lightning's ``limit_*_batches`` / ``val_check_interval`` rule: a float is a fraction of the epoch in [0, 1],
+    an integer a count of batches >= 0.
+
+    Args:
+        name: the field named in the error.
+        value: the value to check.
+    """
+    if not isinstance(value, float):
+        return check_int(name, value, minimum=0)
+    if not 0.0 <= value <= 1.0:
+        # 5.0 usually means "every 5 batches": say how to write that
+        hint = f"; for every {int(value)} batches give the integer {int(value)}" if value.is_integer() else ""
+        raise ConfigError(f"{name}: a float is a fraction of the epoch in [0, 1], got {value}{hint}")
+    return value
 
 
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:

@@ -20,6 +20,7 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
+from hierlatent.checks import check_fraction_or_count, check_int
 from hierlatent.commands import SUBCOMMAND_HELP
 from hierlatent.errors import CheckpointError, ConfigError, HierlatentError
 
@@ -174,20 +175,18 @@ def user_error_in(exc: BaseException) -> HierlatentError | None:
 
 
 # -- trainer flags and checkpoint path -------------------------------------------------------------
-def _int_at_least(trainer: Any, key: str, low: int, meaning: str) -> None:
-    value = trainer.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-        raise ConfigError(f"--trainer.{key}: must be an integer >= {low} ({meaning}), got {value!r}")
-
-
-def _fraction_or_count(trainer: Any, key: str) -> None:
-    """``limit_*_batches``/``val_check_interval``: a float is a fraction in [0, 1], an int a count >= 0."""
-    value = trainer.get(key)
-    if isinstance(value, float) and not 0.0 <= value <= 1.0:
-        hint = f"; for every {int(value)} batches give the integer {int(value)}" if value.is_integer() else ""
-        raise ConfigError(f"--trainer.{key}: a float is a fraction of the epoch in [0, 1], got {value}{hint}")
-    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"--trainer.{key}: must be >= 0, got {value}")
+#: (flag, smallest value, what it means) of the integer trainer flags
+_TRAINER_INTS = (
+    ("max_steps", -1, "-1 = no step limit"),
+    ("max_epochs", -1, "-1 = no epoch limit"),
+    ("min_steps", 0, "a lower bound on optimizer steps"),
+    ("accumulate_grad_batches", 1, "batches per optimizer step"),
+    ("log_every_n_steps", 0, "0 = never log"),
+    ("num_sanity_val_steps", -1, "-1 = the whole validation set"),
+    ("check_val_every_n_epoch", 1, "epochs between validations"),
+)
+#: trainer flags where a float is a fraction of the epoch and an integer a count of batches
+_TRAINER_FRACTIONS = ("val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches")
 
 
 def check_trainer_args(trainer: Any) -> None:
@@ -202,15 +201,12 @@ def check_trainer_args(trainer: Any) -> None:
     if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
         known = ", ".join(["auto", *StrategyRegistry.available_strategies()[:6], "..."])
         raise ConfigError(f"--trainer.strategy: unknown strategy {strategy!r}; choose from {known} or give a class_path")
-    _int_at_least(trainer, "max_steps", -1, "-1 = no step limit")
-    _int_at_least(trainer, "max_epochs", -1, "-1 = no epoch limit")
-    _int_at_least(trainer, "min_steps", 0, "a lower bound on optimizer steps")
-    _int_at_least(trainer, "accumulate_grad_batches", 1, "batches per optimizer step")
-    _int_at_least(trainer, "log_every_n_steps", 0, "0 = never log")
-    _int_at_least(trainer, "num_sanity_val_steps", -1, "-1 = the whole validation set")
-    _int_at_least(trainer, "check_val_every_n_epoch", 1, "epochs between validations")
-    for key in ("val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        _fraction_or_count(trainer, key)
+    for key, low, meaning in _TRAINER_INTS:
+        if trainer.get(key) is not None:
+            check_int(f"--trainer.{key}", trainer.get(key), low, meaning)
+    for key in _TRAINER_FRACTIONS:
+        if trainer.get(key) is not None:
+            check_fraction_or_count(f"--trainer.{key}", trainer.get(key))
     if trainer.get("val_check_interval") == 0:
         raise ConfigError("--trainer.val_check_interval: 0 would validate never; disable validation with --trainer.limit_val_batches 0")
 
