@@ -28,60 +28,19 @@ with another world size works when ``W·B`` divides the saved position.
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hierlatent._proc import worker_init
 from hierlatent.corpora.base import CorpusGenerator, check_int
+from hierlatent.data.loaders import TrainLoader, WindowLoader
 from hierlatent.data.samplers import EvalWindowSampler, TrainWindowSampler
-from hierlatent.data.windows import RawWindows, TokenWindows, _identity, check_fills, first_windows, sample_windows
+from hierlatent.data.windows import TokenWindows, check_fills, first_windows, sample_windows
 from hierlatent.errors import ConfigError
 
 SAMPLINGS = ("contiguous", "random")
-
-
-class WindowLoader(DataLoader):
-    """``DataLoader`` over ``RawWindows``: batches arrive as token arrays and leave as ``{"input_ids": LongTensor[B, T]}``.
-
-    The int64 conversion (and pinning) happens here, in the consuming process, so workers ship 2-byte tokens.
-    """
-
-    def __init__(self, windows: TokenWindows, *, pin_memory: bool = False, **kwargs: Any):
-        """
-        Args:
-            windows: windows to read.
-            pin_memory: pin each batch (when CUDA is available).
-            kwargs: ``DataLoader`` arguments (sampler, batch_size, num_workers, ...).
-        """
-        super().__init__(RawWindows(windows), collate_fn=_identity, **kwargs)
-        self.pin = pin_memory and torch.cuda.is_available()
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for tokens in super().__iter__():
-            ids = torch.from_numpy(tokens.astype(np.int64))  # [B, T]
-            yield {"input_ids": ids.pin_memory() if self.pin else ids}
-
-
-class _TrainLoader(WindowLoader):
-    """The train ``DataLoader``, marked resumable for Lightning.
-
-    The resume position lives in ``CorpusDataModule.state_dict`` (Lightning restores it before it builds this
-    loader); these methods only tell Lightning's fit loop that the loader resumes mid-epoch, so it does not
-    warn that it cannot.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass
 
 
 class CorpusDataModule(pl.LightningDataModule):
@@ -220,7 +179,7 @@ class CorpusDataModule(pl.LightningDataModule):
         )
         self._resume = None  # handed to this sampler; a reloaded dataloader (next epoch) must not replay it
         self._started = (self._train_sampler, epoch, position // (world * self.batch_size))
-        return self._loader(self.train_windows, self._train_sampler, _TrainLoader)
+        return self._loader(self.train_windows, self._train_sampler, TrainLoader)
 
     def val_dataloader(self) -> DataLoader:
         """Evenly spaced non-overlapping windows of the test split (capped by ``val_windows``), dealt to ranks."""
@@ -237,7 +196,6 @@ class CorpusDataModule(pl.LightningDataModule):
         return cls(
             windows, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-            worker_init_fn=functools.partial(_init_loader_worker, os.getpid()) if self.num_workers else None,
         )
 
     def heldout_windows(self, n: int, seed: int, offsets: Literal["random", "first"] = "random") -> torch.Tensor:
@@ -334,12 +292,3 @@ class CorpusDataModule(pl.LightningDataModule):
         if self.train_windows is None:
             raise RuntimeError("CorpusDataModule: call prepare_data() and setup() first")
 
-
-def _init_loader_worker(parent_pid: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: die with the training process (a ``kill -9`` of it leaves no worker behind,
-    even one blocked in a read), then seed as Lightning would have (it adds its own only when none is set)."""
-    worker_init(parent_pid)
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
-        pl_worker_init_function(worker_id)

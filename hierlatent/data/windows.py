@@ -34,11 +34,6 @@ def _given_arrays(arrays: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     return list(arrays)
 
 
-def _identity(batch: Any) -> Any:
-    """``collate_fn``: ``TokenWindows.__getitems__`` already returns the collated batch."""
-    return batch
-
-
 class TokenWindows(Dataset):
     """Windows of ``context_window`` tokens at given start offsets of one split (its shards concatenated).
 
