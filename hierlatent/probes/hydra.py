@@ -114,7 +114,12 @@ class HydraProbe(Probe):
         mcgrath: also run McGrath et al.'s attention-layer ablations.
         ablation: McGrath ablation, attention output set to zero or to its mean over the inputs.
         positions: where McGrath's ablation applies: the last position (McGrath et al.) or every position.
-        batch_size: sequences per forward pass.
+        batch_size: sequences per forward pass, the memory knob. At the last position (and for the paper's Δ),
+            windows per chunk: their clean prefixes run as one batch and McGrath's L + 1 ablation rows (and the
+            paper's clean read-out) as L + 2 positions of one step over that single KV cache, so peak memory
+            grows like a bare forward of ``batch_size`` windows (the KV cache of ``batch_size × T`` tokens).
+            ``positions="all"``: a sequence is one window under one ablation (``batch_size // L`` windows a
+            chunk); ``headwise``: one window under one head ablation (``hydra.headwise``).
         seed: seed of the random-token stimulus.
         headwise: also run McGrath et al.'s ablations head by head (``hydra.headwise``: direct, total and
             compensation per layer × head, same inputs, ``ablation`` and ``positions``); L·H + 1 rows per input.

@@ -17,7 +17,9 @@ over the inputs (over the ablated positions). Where it applies (``positions``):
   they measure lives in the final token's residual stream, and their resample ablation takes the layer's
   activation from another prompt (of another length), which is only defined position by position at the
   final token. Earlier positions cannot see the last one, so their keys and values are the clean run's:
-  the prefix runs once with a KV cache and every ablation is one row of a one-token step.
+  the prefix runs once with a KV cache, and the clean row and the L ablations are L + 1 positions of one
+  step over it (several inputs a batch), each attending to the prefix and to its own key only (an
+  arbitrary mask: the one-token step of each, without a copy of the cache per ablation).
 * ``"all"``: every position, a stronger intervention that also changes what the last position's later
   layers attend to. Ablation i leaves layers < i untouched, so all ablations of a chunk of inputs share
   one staggered pass over the layers starting from the clean run's recorded layer inputs: L(L+1)/2
@@ -27,7 +29,6 @@ over the inputs (over the ablated positions). Where it applies (``positions``):
 
 from __future__ import annotations
 
-import copy
 import inspect
 from typing import Any, Literal
 
@@ -64,67 +65,95 @@ def _cache_kwarg(model: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _last_step(model: nn.Module, adapter: ModelAdapter, cache: Any, last: Tensor, group: list[int],
-               repl: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """One-token step of B inputs × the rows in ``group`` (0 = clean, 1 + i = ablate attention layer i).
+def _step_mask(model: nn.Module, batch: int, prefix: int, rows: int, queries: int, device: torch.device) -> Tensor:
+    """Attention mask ``[B, 1, Q, P + Q]`` of the ablation step over a prefix of P cached positions.
 
-    ``cache`` holds the B inputs' clean prefix and is extended in place (to B·g rows). Returns logits
-    [B, g, V], attention outputs [B, g, L, d] and decoder-layer outputs [B, g, L, d] at the new position.
+    Query r < R (the clean row, then one per ablated layer) sees the prefix and its own key P + r only, as
+    if it were the prefix's one next token; a follow query (r = R) also sees the clean row's key P. Boolean
+    (True = attend) for SDPA; additive for eager attention, which adds the mask to the scores.
     """
-    L, B, g = adapter.n_layers, last.shape[0], len(group)
-    cache.batch_repeat_interleave(g)  # row b·g + k continues input b's prefix as group[k]
-    ablated = (torch.tensor(group, device=last.device) - 1).repeat(B)[:, None, None]  # [B·g, 1, 1]; -1 = clean
+    keys = torch.arange(prefix + queries, device=device)
+    seen = (keys < prefix) | (keys == prefix + torch.arange(queries, device=device)[:, None])  # [Q, P + Q]
+    if queries > rows:
+        seen[rows, prefix] = True
+    if model.config._attn_implementation != "eager":
+        return seen.expand(batch, 1, *seen.shape)
+    dtype = next(model.parameters()).dtype
+    additive = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, torch.finfo(dtype).min)
+    return additive.expand(batch, 1, *seen.shape)
+
+
+def _maskable(model: nn.Module) -> None:
+    """SDPA (else eager) attention for ``_step_mask``'s arbitrary mask, which flash kernels cannot take; the
+    caller's ``probe_mode`` restores the implementation."""
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        try:
+            model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):  # an architecture without SDPA support
+            model.set_attn_implementation("eager")
+
+
+def _last_step(model: nn.Module, adapter: ModelAdapter, cache: Any, step: Tensor,
+               repl: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward of B inputs × Q new positions after their cached prefix: the L + 1 ablation rows and an
+    optional clean follow row.
+
+    ``step`` ``[B, Q]``: column 0 the clean row, column 1 + i ablates attention layer i (all at the prefix's
+    next position), column L + 1, if present, the next token after the clean row. ``_step_mask`` keeps the
+    rows apart, so each one sees exactly what a one-token step on its own copy of the cache would; the cache
+    is extended in place (by Q positions). Returns logits ``[B, R, V]`` of the R = L + 1 ablation rows,
+    attention outputs ``[B, Q, L, d]`` and decoder-layer outputs ``[B, Q, L, d]`` at the new positions.
+    """
+    L, (B, Q), R = adapter.n_layers, step.shape, adapter.n_layers + 1
+    P = cache.get_seq_length()
+    hit = torch.zeros(Q, L, dtype=torch.bool, device=step.device)  # [Q, L]: row 1 + i is ablated at layer i
+    hit[torch.arange(1, R), torch.arange(L)] = True
     attn: list[Tensor | None] = [None] * L
     layer: list[Tensor | None] = [None] * L
 
     def make(l: int):
         def fn(module, args, output):
-            out = output_tensor(output)  # [B·g, 1, d]
+            out = output_tensor(output)  # [B, Q, d]
             if repl is not None:
-                out = torch.where(ablated == l, repl[l].to(out.dtype), out)
-            attn[l] = out[:, -1]
+                out = torch.where(hit[None, :, l, None], repl[l].to(out.dtype), out)
+            attn[l] = out
             return with_output(output, out)
         return fn
 
     def record(l: int):
-        return lambda module, args, output: layer.__setitem__(l, output_tensor(output)[:, -1])
+        return lambda module, args, output: layer.__setitem__(l, output_tensor(output))
 
     regs = [(adapter.attention(l), "forward", make(l)) for l in range(L)]
     regs += [(adapter.layers[l], "forward", record(l)) for l in range(L)]
+    position = torch.full((B, Q), P, dtype=torch.long, device=step.device)  # [B, Q]; follow one further
+    position[:, R:] += 1
     with hooks(*regs):
-        step = last.repeat_interleave(g, 0)  # [B·g, 1]
-        logits = model(input_ids=step, **{_cache_kwarg(model): cache}, use_cache=True, logits_to_keep=1).logits
-    # [B·g, 1, V] -> [B, g, V];  [B·g, L, d] -> [B, g, L, d]
-    return logits[:, -1].view(B, g, -1), torch.stack(attn, 1).view(B, g, L, -1), torch.stack(layer, 1).view(B, g, L, -1)
+        logits = model(input_ids=step, attention_mask=_step_mask(model, B, P, R, Q, step.device),
+                       position_ids=position, **{_cache_kwarg(model): cache}, use_cache=True,
+                       logits_to_keep=Q).logits
+    return logits[:, :R], torch.stack(attn, 2), torch.stack(layer, 2)  # L x [B, Q, d] -> [B, Q, L, d]
 
 
 def _last_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None, repl: Tensor,
-                rows: int, follow: Tensor | None = None) -> dict[str, Tensor]:
-    """Last-position ablations of a chunk of B inputs: the prefix once, then one-token steps.
+                follow: Tensor | None = None) -> dict[str, Tensor]:
+    """Last-position ablations of a chunk of B inputs: the prefix once, then one step of all ablations.
 
-    The L + 1 rows per input (clean, then one per ablated layer) run in groups of at most ``rows // B``
-    (each step holds that many copies of the prefix's keys and values per input). Returns ``attn``
-    [B, L, d] and ``attn_abl`` [i, B, L, d] (last position), ``final`` [B, d], ``logit`` [B],
-    ``logit_abl`` [i, B], ``y`` and ``layers`` [B, L, d]: the clean decoder-layer outputs at the last
+    Returns ``attn`` [B, L, d] and ``attn_abl`` [i, B, L, d] (last position), ``final`` [B, d], ``logit``
+    [B], ``logit_abl`` [i, B], ``y`` and ``layers`` [B, L, d]: the clean decoder-layer outputs at the last
     position, or, with ``follow`` tokens [B], at one more clean position fed ``follow``.
     """
     B, R = ids.shape[0], adapter.n_layers + 1
     prefix = model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1)
     cache = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]  # renamed in transformers 5.2x
-    groups = [list(range(R))[sl] for sl in chunks(R, max(1, rows // B))]
-    steps, layers = [], None
-    for k, group in enumerate(groups):
-        own = cache if k == len(groups) - 1 else copy.deepcopy(cache)
-        steps.append(_last_step(model, adapter, own, ids[:, -1:], group, repl))
-        if k == 0 and follow is not None:  # group 0 holds the clean rows: continue them by one token
-            own.batch_select_indices(torch.arange(B, device=ids.device) * len(group))
-            layers = _last_step(model, adapter, own, follow[:, None], [0], None)[2][:, 0]
-    logits, attn, layer_out = (torch.cat(parts, 1) for parts in zip(*steps))  # [B, R, ...]
+    step = ids[:, -1:].expand(B, R)  # [B, R]: the clean row and one per ablated layer read the same token
+    if follow is not None:
+        step = torch.cat([step, follow[:, None]], 1)  # [B, R + 1]
+    logits, attn, layer_out = _last_step(model, adapter, cache, step, repl)
     y = logits[:, 0].argmax(-1) if y is None else y
     logit = logits.gather(-1, y[:, None, None].expand(B, R, 1))[..., 0]  # [B, R]
-    return {"attn": attn[:, 0], "attn_abl": attn[:, 1:].transpose(0, 1), "final": layer_out[:, 0, -1],
+    return {"attn": attn[:, 0], "attn_abl": attn[:, 1:R].transpose(0, 1), "final": layer_out[:, 0, -1],
             "logit": logit[:, 0], "logit_abl": logit[:, 1:].T, "y": y,
-            "layers": layer_out[:, 0] if layers is None else layers}
+            "layers": layer_out[:, 0 if follow is None else R]}
 
 
 def _check_head(clean: Tensor, head: Tensor) -> None:
@@ -215,7 +244,11 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
         inputs: token ids ``[N, T]`` (also the reference batch of mean ablation).
         targets: correct next token per input ``[N]``; None = the clean run's argmax.
         ablation: replace the attention output by zeros or by its mean over the inputs' ablated positions.
-        batch_size: rows per forward pass, a row being one input under one ablation (at least one input).
+        batch_size: sequences per forward pass. ``positions="last"``: inputs per chunk, whose prefixes run as
+            one batch (``batch_size × (T − 1)`` tokens) and whose L + 1 ablations (+ ``follow``) then run as
+            L + 1 (+ 1) positions of one step over that KV cache (no copy per ablation); peak memory grows with
+            ``batch_size × T``. ``positions="all"``: a sequence is one input under one ablation,
+            ``batch_size // L`` inputs a chunk (at least one).
         positions: ablate at the last position only (our reading of McGrath et al.) or at every position.
         follow: with ``positions="last"``, one more token per input ``[N]``: the result then also holds
             ``"layers"``, a tensor [N, L, d] of the clean decoder-layer outputs at that next position
@@ -240,9 +273,11 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
             ys = None if y is None else y[sl]
             if positions == "all":
                 return _all_chunk(model, adapter, ids[sl], ys, repl)
-            return _last_chunk(model, adapter, ids[sl], ys, repl, batch_size, None if follow is None else follow[sl])
+            return _last_chunk(model, adapter, ids[sl], ys, repl, None if follow is None else follow[sl])
 
-        per = max(1, batch_size // (L + 1 if positions == "last" else L))  # inputs per chunk (L (+1) rows each)
+        if positions == "last":
+            _maskable(model)
+        per = batch_size if positions == "last" else max(1, batch_size // L)  # inputs per chunk
         parts = [chunk(sl) for sl in chunks(ids.shape[0], per)]
         r = {k: torch.cat([p[k] for p in parts], 1 if k.endswith("_abl") else 0) for k in parts[0]}
         u = frozen_norm_readout(adapter, r["final"].double(), r["y"]).double()  # [N, d]

@@ -12,6 +12,7 @@ from torch import nn
 from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter, probe_mode
 from hierlatent.probes.hydra import HydraProbe, hydra_mcgrath, hydra_paper
+from hierlatent.probes.intervene import output_tensor
 from tests.probes.planted import forbid_sdpa
 from tests.probes.reference_hydra_fv import ref_hydra_mcgrath, ref_hydra_paper, tiny_model
 
@@ -220,6 +221,54 @@ def test_paper_delta_shares_mcgraths_clean_prefix(heldout):
             assert shared["paper"][k][l] == pytest.approx(v, abs=1e-10)
 
 
+def _numbers(tree) -> list[float]:
+    """Every number of a probe result, in a fixed order (dict keys sorted, lists in order)."""
+    if isinstance(tree, dict):
+        return [v for k in sorted(tree) for v in _numbers(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [v for item in tree for v in _numbers(item)]
+    return [float(tree)] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+@pytest.mark.parametrize("arch, ablation, eager", [("llama", "zero", False), ("gpt2", "mean", False),
+                                                   ("neox", "zero", True)])
+def test_results_do_not_depend_on_the_chunking(arch, ablation, eager, monkeypatch):
+    """batch_size only sets how many windows share a forward (prefill and ablation step): 1, 3 (which does not
+    divide the 7 windows), 7 and 16 windows a chunk give the same paper Δ and McGrath effects, held-out
+    windows (with the follow row) and random tokens (without) alike."""
+    model = tiny_model(arch, n_layers=4, n_positions=16)
+    if eager:
+        forbid_sdpa(model, monkeypatch)
+    heldout = torch.randint(0, 1003, (7, 10), generator=torch.Generator().manual_seed(8))
+    for x in (heldout, None):
+        runs = [_numbers(HydraProbe(ks=[1, 2], n_heldout=7, n_random=7, random_len=12, ablation=ablation,
+                                    batch_size=b).run(model, heldout=x)) for b in (1, 3, 7, 16)]
+        assert len(runs[0]) == 3 + 2 + 3 * 4 + 4 * 4  # Δ k=1, 2; direct, total, compensation; the matrix
+        assert any(abs(v) > 1e-3 for v in runs[0])
+        for other in runs[1:]:
+            assert _max_diff(other, runs[0]) <= 1e-6
+
+
+def test_hooks_removed_after_a_failure_in_the_ablation_step():
+    """A forward that raises inside McGrath's ablation step (call 2: the prefix, then the step) leaves no hook."""
+    model = tiny_model("llama", n_layers=3)
+    calls = {"n": 0}
+
+    def boom(module, args, output):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            assert output_tensor(output).shape[1] == 5  # the step: L + 1 ablation rows and the follow row
+            raise RuntimeError("boom")
+
+    handle = model.model.layers[2].register_forward_hook(boom)
+    heldout = torch.randint(0, 1003, (2, 6), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="boom"):
+        HydraProbe(ks=[1], n_heldout=2, batch_size=2).run(model, heldout=heldout)
+    handle.remove()
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
+
+
 def test_probe_random_tokens_without_heldout():
     model = tiny_model("gpt2", n_layers=2, n_positions=16)
     res = HydraProbe(ks=[1], n_random=2, random_len=2048, mcgrath=False).run(model)  # clipped to 16
@@ -254,8 +303,9 @@ def test_hooks_and_mode_restored_after_a_failure(mcgrath, positions):
     model = tiny_model("llama", n_layers=3)
     model.train()
     calls = {"n": 0}
-    # Without McGrath layer 2 runs in calls 1-2 (paper, clean) and 3-4 (paper, zeroed); with it, call 6 is a
-    # McGrath one-token step ("last") or the paper's clean pass ("all"): each fails while the probe's hooks are on.
+    # Without McGrath layer 2 runs in calls 1-2 (paper, clean) and 3-4 (paper, zeroed); with it, call 6 is the
+    # paper's second zeroed pass ("last": a prefix and a step per window before it) or the paper's clean pass
+    # ("all"): each fails while the probe's hooks are on (a failing McGrath step: the test below).
     fail_at = 6 if mcgrath else 3
 
     def boom(module, args, output):
