@@ -99,6 +99,30 @@ def test_batched_equals_reference(arch, aggregate):
                                    torch.tensor(value, dtype=torch.float64), atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("aggregate", ["mean_pattern", "per_sample_max"])
+def test_scores_do_not_depend_on_the_batch_size(aggregate, monkeypatch):
+    """batch_size only chunks the forwards: 1, 3 (not a divisor of the 7 samples), 7 and None give the same
+    scores; None runs forwards of at most DEFAULT_BATCH samples (set to 2 here: 2 + 2 + 2 + 1)."""
+    import hierlatent.probes.induction as induction
+
+    monkeypatch.setattr(induction, "DEFAULT_BATCH", 2)
+    model = tiny_model("llama", n_layers=2, n_heads=2, init=0.5, seed=2)
+    batches: list[int] = []
+    handle = model.register_forward_pre_hook(lambda m, a, kw: batches.append(kw["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    runs = [to_jsonable(InductionProbe(n=8, n_samples=7, ks=(1, 3), aggregate=aggregate, batch_size=b).run(model))
+            for b in (None, 1, 3, 7)]
+    handle.remove()
+    assert batches[:4] == [2, 2, 2, 1] and batches[-1] == 7
+    flat = [torch.cat([torch.tensor(v, dtype=torch.float64).flatten() for v in
+                       (r[k] for k in sorted(r) if k != "per_head")] +
+                      [torch.tensor(r["per_head"][k], dtype=torch.float64).flatten() for k in sorted(r["per_head"])])
+            for r in runs]
+    assert flat[0].std() > 1e-3
+    for other in flat[1:]:
+        torch.testing.assert_close(other, flat[0], atol=1e-12, rtol=0)
+
+
 def test_probe_is_pure_and_logs(planted):
     """Same model ⇒ same output (seeded stimulus); JSON-able; tags and images as in ARCHITECTURE.md."""
     probe = InductionProbe(n=N, n_samples=4, ks=(1, 2), token_low=0, token_high=48, seed=1)
