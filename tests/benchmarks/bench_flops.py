@@ -17,10 +17,11 @@ prefill's K is its sequence length, no causal halving; a KV-cached one-token row
 plus ``2·d·V`` per row whose logits are computed (``logits_to_keep=1`` keeps one row per sequence). So:
 - FV: source prompts ``P × 6`` (K = 6, one logit row each), target prefixes ``P × 5`` (K = 5, one logit row),
   then ``P·(L + 1)`` one-token rows (clean + one patch per layer, K = 6, a logit row each);
-- Hydra (``per = max(1, 16 // (L + 1))`` windows a chunk): McGrath's prefix ``N × (T − 2)`` (K = T − 2, one
-  logit row), ``N·(L + 1)`` one-token rows (K = T − 1, a logit row each), the clean ``follow`` row per
-  window (K = T), and the paper Δ's ``L − 1`` zeroed one-token rows (K = 1); the dot-product read-outs are
-  ``O(N·L²·d)`` and left out (< 0.1 %);
+- Hydra (``batch_size = 16`` windows a chunk, all ``N`` here): McGrath's prefix ``N × (T − 2)`` (K = T − 2,
+  one logit row), then one step of ``L + 2`` positions per window: ``N·(L + 1)`` ablation rows (K = T − 1,
+  a logit row each) and the clean ``follow`` row (K = T, a logit row); the step's mask hides the other rows'
+  ``L + 1`` keys, which SDPA still scores (not counted, < 0.5 % of the FLOPs); then the paper Δ's ``L − 1``
+  zeroed one-token rows (K = 1); the dot-product read-outs are ``O(N·L²·d)`` and left out (< 0.1 %);
 - Syntax: ``S × 4`` prompt tokens (K = 4) and 3 logit rows per prompt (positions 0, 1, 3).
 KV-cache copies (``batch_repeat_interleave``), hooks and softmaxes are not FLOPs and are not counted: they
 are part of why a probe falls below the bare forward.
@@ -30,14 +31,11 @@ its ``mm`` alone is within 1.5 % at 4x128 and 8x256); that counter does not see 
 ``4·L·d·K`` term is not checked.
 
 Where a probe falls below half of the bare forward (one thread, CPU; README Speed "FLOP floor"):
-- ``HydraProbe`` (24–37 %): ``batch_size=16`` rows (the preset's default) hold ``16 // (L + 1)`` windows a
-  chunk, one at 8 layers, so the ``T − 2``-token prefill runs as batch-1 forwards (53 vs 76 GFLOP/s at
-  batch 4, 8x256); every chunk then runs an ``(L + 1)``-row and a 1-row one-token step after its cache:
-  ``[R, d] @ [d, ·]`` products bound by reading every weight once per step (about 15 GFLOP/s at 9 rows),
-  and the zeroed paper-Δ stack is one more such step. ``batch_repeat_interleave`` copies the KV cache
-  ``L + 1`` times per chunk (with the cache appends, ``aten::cat`` is ~10 % of the time at 8x256, no
-  FLOPs), and each step runs 2·L Python hooks.
-  Fewer, wider chunks (a larger ``batch_size``) are the fix; this script keeps the preset.
+- ``HydraProbe`` (34 % at 2x64; 62–63 % at 4x128, 75–76 % at 8x256: two runs, batch 4, seq 64, load ≤ 1.0,
+  2026-12-02; 25–29 %, 28–38 % and 46–51 % before the change below): a chunk's prefixes run as one batch and
+  its clean row, L ablations and follow row as ``L + 2`` positions of one masked step over the single KV
+  cache (no cache copy per ablation). At 2x64 fixed costs dominate: three forwards' HF Python (a one-token
+  forward takes ~0.56 ms there, the bare forward 2.9 ms) and four ``probe_mode`` snapshots (~0.36 ms each).
 - ``FunctionVectorProbe`` (51–91 %) and ``SyntaxProbe`` (42–97 %) reach half or more but for one of three
   runs of syntax at 2x64: their prompts are 6 and 4 tokens, but up to 64 (FV) or all (syntax) prompts share
   each forward, and FV's one-token step carries ``L + 1`` rows per prompt. At 2x64 a bare forward takes 3 ms,
@@ -51,7 +49,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -107,8 +105,25 @@ def probe_calls(layers: int, batch: int, seq: int, x: torch.Tensor) -> dict[str,
     return {"FunctionVectorProbe": fv.run, "HydraProbe": lambda m: hydra.run(m, x), "SyntaxProbe": syntax.run}
 
 
-def measure(layers: int, width: int, batch: int, seq: int, repeats: int) -> list[tuple[str, float, float]]:
-    """(row, seconds, FLOP/s) for one model size; the first row is the matmul reference."""
+ROWS = ("InductionProbe", "ICLProbe", "FunctionVectorProbe", "HydraProbe", "SyntaxProbe", "train step")
+
+
+def train_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Best seconds of one forward + backward + AdamW step on ``x`` (the model is left in train mode)."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+
+    return best_time(step, repeats)
+
+
+def measure(layers: int, width: int, batch: int, seq: int, repeats: int,
+            only: Sequence[str] = ROWS) -> list[tuple[str, float, float]]:
+    """(row, seconds, FLOP/s) for one model size: the matmul reference, the bare forward, then the ``only`` rows."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -124,29 +139,23 @@ def measure(layers: int, width: int, batch: int, seq: int, repeats: int) -> list
     peak = max(r[2] for r in rows)
     rows = [("matmul (best)", min(r[1] for r in rows), peak)]
     x = torch.randint(0, 1000, (batch, seq))
+    fwd = forward_flops(layers, width, seq, batch * seq)
     with torch.no_grad():
         t = best_time(lambda: model(input_ids=x), repeats)
-    rows.append(("bare forward", t, forward_flops(layers, width, seq, batch * seq) / t))
+    rows.append(("bare forward", t, fwd / t))
     ind = InductionProbe(n=seq // 2, n_samples=batch, ks=(1,))
-    t = best_time(lambda: ind.run(model), repeats)
-    rows.append(("InductionProbe", t, forward_flops(layers, width, seq, batch * seq) / t))
     icl = ICLProbe(n_windows=batch, batch_size=batch)
-    t = best_time(lambda: icl.run(model, x), repeats)
-    rows.append(("ICLProbe", t, forward_flops(layers, width, seq, batch * seq) / t))
     work = probe_work(layers, batch, seq)
-    for name, call in probe_calls(layers, batch, seq, x).items():
-        t = best_time(lambda: call(model), repeats)
-        rows.append((name, t, work_flops(layers, width, work[name]) / t))
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model(input_ids=x, labels=x).loss.backward()
-        opt.step()
-
-    t = best_time(step, repeats)
-    rows.append(("train step", t, 3 * forward_flops(layers, width, seq, batch * seq) / t))
+    timed = {"InductionProbe": (lambda: ind.run(model), fwd), "ICLProbe": (lambda: icl.run(model, x), fwd)}
+    timed.update({name: (lambda call=call: call(model), work_flops(layers, width, work[name]))
+                  for name, call in probe_calls(layers, batch, seq, x).items()})
+    for name, (call, flops) in timed.items():
+        if name in only:
+            t = best_time(call, repeats)
+            rows.append((name, t, flops / t))
+    if "train step" in only:
+        t = train_seconds(model, x, repeats)
+        rows.append(("train step", t, 3 * fwd / t))
     return rows
 
 
@@ -157,11 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--probes", nargs="+", default=list(ROWS), choices=ROWS, metavar="ROW",
+                   help=f"rows after the matmul and bare-forward references (default all: {', '.join(ROWS)})")
     args = p.parse_args(argv)
     print(f"threads={torch.get_num_threads()} batch={args.batch} seq={args.seq} (best of {args.repeats} after warm-up)")
     for size in args.sizes:
         layers, width = (int(v) for v in size.split("x"))
-        rows = measure(layers, width, args.batch, args.seq, args.repeats)
+        rows = measure(layers, width, args.batch, args.seq, args.repeats, args.probes)
         peak, bare = rows[0][2], rows[1][2]
         print(f"-- llama {layers}x{width}")
         for name, t, flops in rows:
