@@ -104,6 +104,7 @@ class HierlatentCLI(SubcommandCLI):
             cfg.trainer.precision = _default_precision(cfg.trainer.get("accelerator"))
         check_trainer_args(cfg.trainer)
         check_ckpt_path(cfg.get("ckpt_path"))
+        _drop_inherited_run_names(cfg.trainer.get("logger"))
 
     def after_instantiate_classes(self) -> None:
         # probes checked against the built model (vocab_size comes from the generator's vocabulary, no
@@ -153,7 +154,8 @@ class HierlatentCLI(SubcommandCLI):
             self.config_init[self.subcommand]["ckpt_path"] = None if path is None else str(path)
         if path is not None:
             _check_ckpt_matches(path, model)
-        elif self.subcommand == "fit" and trainer.is_global_zero and trainer.logger is not None:
+        elif self.subcommand == "fit" and trainer.is_global_zero and getattr(trainer.logger, "log_dir", None):
+            # a run directory to guard (TensorBoard, CSV); W&B and MLflow loggers have none (log_dir None)
             log_dir = Path(trainer.logger.log_dir)
             events = sorted(log_dir.glob(EVENT_GLOB))
             if events and ckpt == "last":
@@ -163,6 +165,35 @@ class HierlatentCLI(SubcommandCLI):
                     f"--trainer.logger.init_args.version: run directory {log_dir} already holds a run; resume it with"
                     " --ckpt_path last or choose another --trainer.logger.init_args.version"
                 )
+
+
+def _drop_inherited_run_names(logger: Any) -> None:
+    """Give a logger other than TensorBoard's or CSV's its own ``name``/``version`` defaults, not DEFAULT_LOGGER's.
+
+    jsonargparse carries the default logger's init_args over to any ``--trainer.logger`` class that takes the
+    same parameters, so a WandbLogger would get version "run" as its W&B run id: every run of a project one W&B
+    run, with one checkpoint directory. A value equal to DEFAULT_LOGGER's is taken for carried over.
+
+    Args:
+        logger: the ``trainer.logger`` config (a class_path/init_args namespace, a list of them, or a bool).
+    """
+    import importlib
+    import inspect
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    for item in logger if isinstance(logger, list) else [logger]:
+        class_path, init_args = getattr(item, "class_path", None), getattr(item, "init_args", None)
+        if not isinstance(class_path, str) or init_args is None:
+            continue
+        module, _, name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if issubclass(cls, (TensorBoardLogger, CSVLogger)):
+            continue
+        params = inspect.signature(cls).parameters
+        for key in ("name", "version"):
+            if key in params and key in init_args and init_args[key] == DEFAULT_LOGGER["init_args"][key]:
+                init_args[key] = params[key].default
 
 
 def _check_accelerator(subcommand: str, trainer: Any) -> None:

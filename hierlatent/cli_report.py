@@ -13,7 +13,9 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 
-from hierlatent.callbacks.report import AlignValidation, FlopsFreeSummary, LogProgress, start_lines, summary_lines
+from hierlatent.callbacks.report import (
+    AlignValidation, FlopsFreeSummary, LogProgress, run_directory, start_lines, summary_lines,
+)
 
 
 def fit_callbacks(config: dict[str, Any]) -> list:
@@ -31,8 +33,7 @@ def print_start(trainer: Any, datamodule: Any) -> None:
     """Print the run directory and the corpus path (found in the cache, or about to be generated)."""
     from hierlatent.corpora.store import META, corpus_dir
 
-    logger = trainer.logger
-    log_dir = getattr(logger, "log_dir", None) if logger is not None else None
+    log_dir = run_directory(trainer.logger, trainer.default_root_dir)
     generator = getattr(datamodule, "generator", None)
     if generator is None:
         return

@@ -17,10 +17,11 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from hierlatent._lightning_compat import file_writer, reopen_writer, writer_is_open
+from hierlatent.callbacks.report import run_directory
 from hierlatent.olmo.sweep import probe_olmo as _probe_olmo
 
 #: TensorBoard custom-scalars layout (categories -> charts -> [kind, tag regexes])
@@ -164,7 +165,17 @@ def _hparam_value(value: Any) -> int | float | str | bool:
 
 
 class HierlatentTrainer(Trainer):
-    """Lightning ``Trainer`` with hierlatent's extra subcommands."""
+    """Lightning ``Trainer`` with hierlatent's extra subcommands and one run directory per run for any logger."""
+
+    @property
+    def log_dir(self) -> str | None:
+        """Lightning's, except for a logger other than TensorBoard's or CSV's (W&B, MLflow): the run's own folder
+        (``report.run_directory``), so two runs do not share one ``hf/`` and ``probes/`` in the logger's save_dir.
+        Every rank must call it (rank 0's directory is broadcast, as Lightning's)."""
+        logger = self.loggers[0] if self.loggers else None
+        if logger is None or isinstance(logger, (TensorBoardLogger, CSVLogger)):
+            return super().log_dir
+        return self.strategy.broadcast(run_directory(logger, self.default_root_dir))
 
     def generate(self, model: LightningModule, datamodule: LightningDataModule) -> None:
         """Generate (or find in the cache) the corpus the config's data module needs, then print its path and meta.

@@ -2,8 +2,11 @@
 
 Only called on rank 0 at log time, so matplotlib stays off every hot path. Uses the Agg canvas: no display
 is needed on a cluster node. ``log_images`` speaks each logger's image API: TensorBoard ``add_image``,
-a ``log_image(key, images, step)`` method (W&B), MLflow ``log_image`` artifacts, and for any other logger
-with a directory (CSV) PNG files ``<log_dir>/images/<name>/step-<N>.png``.
+a ``log_image(key, images, step)`` method (Lightning's WandbLogger: ``wandb.Image`` under the tag, one W&B
+row per image with ``trainer/global_step``), MLflow ``log_image`` artifacts
+``<tag>/step-<N>.png`` of the run, and for any other logger with a directory (CSV) PNG files
+``<log_dir>/images/<name>/step-<N>.png``. Tested against the real wandb and mlflow packages in
+``tests/callbacks/test_real_loggers.py`` (``.ci/loggers``).
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ def _log_to(logger: Any, rendered: dict[str, np.ndarray], step: int) -> None:
             logger.log_image(key=tag, images=[img.transpose(1, 2, 0)], step=step)
     elif isinstance(logger, MLFlowLogger):
         for tag, img in rendered.items():
-            logger.experiment.log_image(logger.run_id, img.transpose(1, 2, 0), f"{tag}/step-{step}.png")
+            # one stable path per step (the key=/step= form, mlflow >= 2.15, names its files by timestamp and uuid)
+            logger.experiment.log_image(logger.run_id, img.transpose(1, 2, 0), artifact_file=f"{tag}/step-{step}.png")
     elif getattr(logger, "log_dir", None):
         from matplotlib.image import imsave
 

@@ -3,6 +3,8 @@
 - ``start_lines`` / ``summary_lines``: the run directory and corpus at the start; steps, tokens, final
   losses against the reference losses, where the exports, probe JSON and TensorBoard files are, and the
   commands to look at them at the end. Printed by ``hierlatent.cli`` on rank 0 only (no collectives).
+- ``run_directory``: where a run's files go for any logger (TensorBoard, CSV, W&B, MLflow), the rule
+  ``HierlatentTrainer.log_dir`` broadcasts and the lines above print.
 - ``LogProgress``: a periodic one-line progress message for logs that are not a terminal (a file, CI),
   where tqdm's bar would be a stream of carriage returns.
 - ``AlignValidation``: a fractional ``val_check_interval`` resolved from the same planned step count as
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,10 +24,33 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
 def _loss(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def run_directory(logger: Any, default_root: str = ".") -> str | None:
+    """The directory of a run's own files (HF exports, probe JSON, config.yaml), computed here (no broadcast).
+
+    TensorBoard and CSV loggers: their ``log_dir``, as Lightning's ``Trainer.log_dir``. Any other logger (W&B,
+    MLflow): ``<save_dir>/<name>/<version>``, the folder Lightning's ModelCheckpoint puts ``checkpoints/`` in
+    (for an MLflow file store, the run's own folder), not the ``save_dir`` that Lightning's ``Trainer.log_dir``
+    gives and that every run of such a logger shares.
+
+    Args:
+        logger: the first logger (None: no logger, None returned).
+        default_root: the trainer's ``default_root_dir``, for a logger without a local ``save_dir``.
+    """
+    if logger is None:
+        return None
+    if isinstance(logger, (TensorBoardLogger, CSVLogger)):
+        return logger.log_dir
+    _ = logger.experiment  # W&B and MLflow name their run when it is created (Lightning creates it in setup)
+    version = logger.version
+    version = version if isinstance(version, str) else f"version_{version}"
+    return os.path.join(logger.save_dir or default_root, str(logger.name), version)
 
 
 def start_lines(log_dir: str | None, corpus: Path, cached: bool) -> list[str]:
@@ -43,15 +69,20 @@ def summary_lines(trainer: Trainer, module: LightningModule, references: dict[st
     if losses:
         lines.append(f"final loss (nats/token): {losses}" + (f"; reference losses: {refs}" if refs else ""))
     logger = trainer.logger
-    log_dir = Path(logger.log_dir) if logger is not None and getattr(logger, "log_dir", None) else None
-    if log_dir is not None:
+    run_dir = run_directory(logger, trainer.default_root_dir)
+    if run_dir is not None:
+        log_dir = Path(run_dir)
         exports = sorted((log_dir / "hf").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
         probes = sorted((log_dir / "probes").glob("step-*.json"))
         lines.append(f"HF exports: {len(exports)} in {log_dir / 'hf'}" + (f" (last: {exports[-1].name})" if exports else ""))
         if probes:
             lines.append(f"probe results: {len(probes)} JSON files in {log_dir / 'probes'}")
-        lines.append(f"TensorBoard events: {log_dir}")
-        lines.append(f"look at them: tensorboard --logdir {log_dir.parent}    hierlatent plot --runs {log_dir}")
+        if isinstance(logger, TensorBoardLogger):
+            lines.append(f"TensorBoard events: {log_dir}")
+            lines.append(f"look at them: tensorboard --logdir {log_dir.parent}    hierlatent plot --runs {log_dir}")
+        else:  # scalars and probe images went to the logger's own store; plot reads the probe JSON
+            lines.append(f"scalars and probe images: {type(logger).__name__} (no TensorBoard events)")
+            lines.append(f"look at them: hierlatent plot --runs {log_dir}")
     return lines
 
 
