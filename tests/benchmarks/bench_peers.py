@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--windows", type=int, default=8, help="Hydra/McGrath input windows (paper: 100)")
     p.add_argument("--window", type=int, default=256, help="tokens per Hydra/McGrath window (paper: 512)")
     p.add_argument("--pairs", type=int, default=16, help="function-vector prompt pairs (paper: 16)")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, ours and nnsight batched")
+    p.add_argument("--batch-size", type=int, default=16, help="ours: windows per chunk, as the preset batch_size means it; nnsight batched: rows (invokes x inputs) per trace")
     p.add_argument("--no-loops", action="store_true", help="skip the one-sample / one-layer nnsight loops")
     p.add_argument("--repeats", type=int, default=3, help="timed calls of each side")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
