@@ -5,8 +5,9 @@ target prompt ``[s2 v2 o2 C s2 v2]`` (answer o2). Cache every attention layer's 
 position of the source run; at layer l add it to the target run's attention output at the last position;
 improvement_l = patched logit(o2) − clean logit(o2), averaged over pairs. The patch touches only the last
 position, so every patched run shares the clean target's prefix: it runs once with a KV cache, and the clean
-read-out and the L patches of a prompt are rows of one one-token step, a hook adding the cached vector only in
-its own row's layer (L + 1 one-token rows instead of L + 1 full prompts per pair).
+read-out and the L patches of a prompt are L + 1 positions of one step over it (``kvstep``: a mask keeps each
+to the prefix and its own key), a hook adding the cached vector only at its own position's layer (one step
+instead of L + 1 full prompts per pair, and no copy of the cache per patch).
 
 Todd et al.'s causal indirect effect and mean-head function vector are in ``function_vectors_todd.py``
 (re-exported here, so ``hierlatent.probes.function_vectors`` names every FV function); ``FunctionVectorProbe``
@@ -25,7 +26,7 @@ from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.base import Probe, ReadsRoles, id_range
 from hierlatent.probes.function_vectors_todd import fv_todd, head_output, icl_prompts, out_proj  # noqa: F401  (re-exported)
 from hierlatent.probes.intervene import chunks, hooks, model_device, output_tensor, sdpa_probe_mode, with_output
-from hierlatent.probes.mcgrath import _cache_kwarg
+from hierlatent.probes.kvstep import prefill, shared_step
 
 
 def paper_prompts(pairs: Tensor, connector: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -77,14 +78,14 @@ def fv_paper_pairs(model: nn.Module, pairs: Tensor, connector: int = 950, batch_
         model: HF causal LM.
         pairs: ``[P, 6]`` rows ``[s1 v1 o1 s2 v2 o2]``.
         connector: the connector token C.
-        batch_size: prompts per forward pass (the patch step runs L + 1 one-token rows per prompt).
+        batch_size: prompts per forward pass (the patch step runs L + 1 positions per prompt).
     """
     adapter = ModelAdapter.from_model(model)
     src, _, tgt, gold = (t.to(model_device(model)) for t in paper_prompts(pairs, connector))
     P = src.shape[0]
     with sdpa_probe_mode(model):
         vectors = _attn_last(model, adapter, src, batch_size)  # [P, L, d]
-        # batch_size prompts per step (L + 1 one-token rows each): at 6-token prompts a pass costs mostly its
+        # batch_size prompts per step (L + 1 positions each): at 6-token prompts a pass costs mostly its
         # read of every weight, so few wide passes beat many narrow ones
         logit = torch.cat([_patched_step(model, adapter, tgt[sl], gold[sl], vectors[sl])
                            for sl in chunks(P, batch_size)])  # [P, 1 + L]
@@ -93,24 +94,21 @@ def fv_paper_pairs(model: nn.Module, pairs: Tensor, connector: int = 950, batch_
 
 def _patched_step(model: nn.Module, adapter: ModelAdapter, tgt: Tensor, gold: Tensor, vectors: Tensor) -> Tensor:
     """logit(gold) ``[B, 1 + L]`` of B target prompts: clean (column 0) and with ``vectors[:, l]`` added to
-    attention layer l's output at the last position (column 1 + l), as one-token steps after a cached prefix."""
+    attention layer l's output at the last position (column 1 + l), as R = L + 1 positions of one step after the
+    cached prefix (``kvstep.shared_step``)."""
     B, R = tgt.shape[0], adapter.n_layers + 1
-    prefix = model(input_ids=tgt[:, :-1], use_cache=True, logits_to_keep=1)
-    cache = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]  # renamed in transformers 5.2x
-    cache.batch_repeat_interleave(R)  # row b·R + r continues prompt b as variant r (0 = clean, 1 + l = patch l)
-    variant = torch.arange(R).repeat(B)  # on the host: the hooks test it without a device sync
+    cache = prefill(model, tgt[:, :-1])
 
     def make(l: int):
         def fn(module, args, output):
-            a = output_tensor(output).clone()  # [B·R, 1, d]
-            a[(variant == l + 1).to(a.device), -1] += vectors[:, l].to(a.dtype)
+            a = output_tensor(output).clone()  # [B, R, d]: position r is variant r (0 = clean, 1 + l = patch l)
+            a[:, l + 1] += vectors[:, l].to(a.dtype)
             return with_output(output, a)
         return fn
 
     with hooks(*[(adapter.attention(l), "forward", make(l)) for l in range(R - 1)]):
-        logits = model(input_ids=tgt[:, -1:].repeat_interleave(R, 0), **{_cache_kwarg(model): cache},
-                       use_cache=True, logits_to_keep=1).logits[:, -1]
-    return logits.gather(-1, gold.repeat_interleave(R)[:, None]).view(B, R)
+        logits = shared_step(model, cache, tgt[:, -1:].expand(B, R))  # [B, R, V]
+    return logits.gather(-1, gold[:, None, None].expand(B, R, 1))[..., 0]
 
 
 # -- the Probe -----------------------------------------------------------------------------------------

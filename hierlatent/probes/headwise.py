@@ -13,8 +13,10 @@ the correct next token and ``u`` the frozen-final-norm readout of the layerwise 
 
 (means over inputs; ``r_h`` = 0 or the mean). ``positions`` as in the layerwise variant:
 
-* ``"last"`` (default): the last position only. The prefix runs once with a KV cache and each of the
-  L·H ablations (plus the clean run) is one row of a one-token step over it.
+* ``"last"`` (default): the last position only. A chunk of inputs runs its prefixes once as one batch with
+  a KV cache; the clean read-out and the L·H ablations of each input are then L·H + 1 positions of one step
+  over it (``kvstep``: a mask keeps each to the prefix and its own key), in steps of at most
+  ``max(T − 1, 64)`` positions, so a step never holds many more positions than the prefix pass did.
 * ``"all"``: every position. Ablating a head of layer l leaves layers < l untouched, so the H ablations
   of layer l restart from the clean run's recorded input to layer l (one row per head and input) and run
   layers l … L−1 only; the logits are ``lm_head(final_norm(h))``, checked against the model's own.
@@ -22,7 +24,6 @@ the correct next token and ``u`` the frozen-final-norm readout of the layerwise 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 import torch
@@ -33,16 +34,23 @@ from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.function_vectors import out_proj
 from hierlatent.probes.intervene import (chunks, frozen_norm_readout, hooks, model_device, output_tensor,
                                          sdpa_probe_mode, token_logits)
-from hierlatent.probes.mcgrath import Positions, _cache_kwarg, _call_layer, _check_head
+from hierlatent.probes.kvstep import drop, prefill, shared_step
+from hierlatent.probes.mcgrath import Positions, _call_layer, _check_head
+
+#: fewest ablation rows a step of the last-position variant holds (short prompts would else step row by row)
+MIN_STEP_ROWS = 64
 
 
-def _ablate(args: tuple, rows_layer: Tensor, rows_head: Tensor, layer: int, repl: Tensor, n_heads: int) -> tuple:
-    """``args`` of an output projection with head ``rows_head[r]``'s slice of ``args[0]`` [R, T, HD] set to
-    ``repl`` [HD] in every row r where ``rows_layer[r] == layer``."""
-    z = args[0]
-    cols = torch.arange(z.shape[-1], device=z.device) // (z.shape[-1] // n_heads)  # [HD] head of each column
-    mask = (rows_layer == layer)[:, None] & (cols[None] == rows_head[:, None])  # [R, HD]
-    return (torch.where(mask[:, None], repl.to(z.dtype), z), *args[1:])
+def _head_mask(rows_layer: Tensor, rows_head: Tensor, layer: int, width: int, n_heads: int) -> Tensor:
+    """``[R, HD]``: True on head ``rows_head[r]``'s columns in every row r where ``rows_layer[r] == layer``."""
+    cols = torch.arange(width, device=rows_head.device) // (width // n_heads)  # [HD] head of each column
+    return (rows_layer == layer)[:, None] & (cols[None] == rows_head[:, None])
+
+
+def _ablate(args: tuple, mask: Tensor, repl: Tensor) -> tuple:
+    """``args`` of an output projection with ``args[0]`` (``[..., HD]``) set to ``repl`` [HD] where ``mask``
+    (broadcast against it) is True."""
+    return (torch.where(mask, repl.to(args[0].dtype), args[0]), *args[1:])
 
 
 def _proj_input(args: tuple, kwargs: dict, where: str) -> Tensor:
@@ -80,43 +88,41 @@ def head_mean(model: nn.Module, adapter: ModelAdapter, ids: Tensor, batch_size: 
 
 def _last_step(model: nn.Module, adapter: ModelAdapter, cache: Any, last: Tensor, group: list[int],
                repl: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One-token step of B inputs × the rows in ``group`` (0 = clean, 1 + l·H + h = ablate head h of layer l).
+    """One step of B inputs × the g rows in ``group`` (0 = clean, 1 + l·H + h = ablate head h of layer l) as g
+    positions after their cached prefix (``kvstep.shared_step``; the cache is restored to the prefix after).
 
-    ``cache`` holds the B inputs' clean prefix and is extended in place. Returns logits [B, g, V], the
-    output-projection inputs [B, g, L, HD] (before ablation) and the last decoder layer's output [B, g, d].
+    Returns logits [B, g, V], the output-projection inputs [B, g, L, HD] (before ablation) and the last
+    decoder layer's output [B, g, d].
     """
     L, H, B, g = adapter.n_layers, adapter.n_heads, last.shape[0], len(group)
-    cache.batch_repeat_interleave(g)  # row b·g + k continues input b's prefix as group[k]
-    code = (torch.tensor(group, device=last.device) - 1).repeat(B)  # [B·g]; -1 = clean
-    rows_layer, rows_head = code.div(H, rounding_mode="floor"), code.remainder(H)  # clean rows: layer -1
+    code = torch.tensor(group, device=last.device) - 1  # [g]; -1 = clean
+    rows_layer, rows_head = code.div(H, rounding_mode="floor"), code.remainder(H)  # clean row: layer -1
     z: list[Tensor | None] = [None] * L
     final: list[Tensor] = []
 
     def make(l: int):
         def fn(module, args, kwargs):
-            z[l] = _proj_input(args, kwargs, "hydra_headwise")[:, -1]
-            return _ablate(args, rows_layer, rows_head, l, repl[l], H), kwargs
+            z[l] = _proj_input(args, kwargs, "hydra_headwise")  # [B, g, HD]
+            return _ablate(args, _head_mask(rows_layer, rows_head, l, z[l].shape[-1], H), repl[l]), kwargs
         return fn
 
     regs = [(out_proj(adapter.attention(l)), "pre_kwargs", make(l)) for l in range(L)]
-    regs.append((adapter.layers[L - 1], "forward", lambda m, a, o: final.append(output_tensor(o)[:, -1])))
+    regs.append((adapter.layers[L - 1], "forward", lambda m, a, o: final.append(output_tensor(o))))
     with hooks(*regs):
-        step = last.repeat_interleave(g, 0)  # [B·g, 1]
-        logits = model(input_ids=step, **{_cache_kwarg(model): cache}, use_cache=True, logits_to_keep=1).logits
-    return logits[:, -1].view(B, g, -1), torch.stack(z, 1).view(B, g, L, -1), final[0].view(B, g, -1)
+        logits = shared_step(model, cache, last.expand(B, g))  # [B, g, V]
+    drop(cache, g)
+    return logits, torch.stack(z, 2), final[0]  # L x [B, g, HD] -> [B, g, L, HD]
 
 
-def _last_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None, repl: Tensor,
-                rows: int) -> dict[str, Tensor]:
-    """Last-position head ablations of B inputs: the prefix once, then one-token steps of at most
-    ``rows // B`` rows per input. Returns clean ``z`` [B, L, HD], ``final`` [B, d], ``logit`` [B],
-    ``logit_abl`` [B, L·H] and ``y`` [B]."""
+def _last_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor | None,
+                repl: Tensor) -> dict[str, Tensor]:
+    """Last-position head ablations of B inputs: the prefixes once, then steps of at most
+    ``max(T − 1, MIN_STEP_ROWS)`` rows per input. Returns clean ``z`` [B, L, HD], ``final`` [B, d], ``logit``
+    [B], ``logit_abl`` [B, L·H] and ``y`` [B]."""
     B, R = ids.shape[0], adapter.n_layers * adapter.n_heads + 1
-    prefix = model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1)
-    cache = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]  # renamed in transformers 5.2x
-    groups = [list(range(R))[sl] for sl in chunks(R, max(1, rows // B))]
-    steps = [_last_step(model, adapter, cache if k == len(groups) - 1 else copy.deepcopy(cache), ids[:, -1:],
-                        group, repl) for k, group in enumerate(groups)]
+    cache = prefill(model, ids[:, :-1])
+    groups = [list(range(R))[sl] for sl in chunks(R, max(ids.shape[1] - 1, MIN_STEP_ROWS))]
+    steps = [_last_step(model, adapter, cache, ids[:, -1:], group, repl) for group in groups]
     logits = torch.cat([s[0] for s in steps], 1)  # [B, R, V]; row 0 (the clean run) is in the first group
     y = logits[:, 0].argmax(-1) if y is None else y
     logit = logits.gather(-1, y[:, None, None].expand(B, R, 1))[..., 0]  # [B, R]
@@ -148,9 +154,9 @@ def _all_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor |
     rows_head = torch.arange(H, device=ids.device).repeat_interleave(B)  # [H·B]
     per_layer = []
     for i in range(L):
-        rows_layer = torch.full_like(rows_head, i)
+        mask = _head_mask(torch.full_like(rows_head, i), rows_head, i, repl.shape[-1], H)[:, None]  # [H·B, 1, HD]
         kill = (out_proj(adapter.attention(i)), "pre_kwargs",
-                lambda m, a, k, i=i: (_ablate(a, rows_layer, rows_head, i, repl[i], H), k))
+                lambda m, a, k, mask=mask, i=i: (_ablate(a, mask, repl[i]), k))
         args, kwargs = inputs[i]
         h = (args[0] if args else kwargs["hidden_states"]).repeat(H, 1, 1)  # [H·B, T, d]
         with hooks(kill):
@@ -204,7 +210,10 @@ def hydra_headwise(model: nn.Module, inputs: Tensor, targets: Tensor | None = No
         targets: correct next token per input ``[N]``; None = the clean run's argmax.
         ablation: replace the head's output-projection input slice by zeros or by its mean over the inputs'
             ablated positions.
-        batch_size: rows per forward pass, a row being one input under one ablation (at least one input).
+        batch_size: ``positions="last"``: inputs per chunk, whose prefixes run as one batch and whose L·H + 1
+            rows then run as positions of steps over that KV cache (peak memory grows with
+            ``batch_size × max(T, L·H)``); ``positions="all"``: rows per pass, a row being one input under one
+            head ablation (``batch_size // H`` inputs a chunk, at least one).
         positions: ablate at the last position only (McGrath et al.) or at every position.
     """
     adapter = ModelAdapter.from_model(model)
@@ -221,9 +230,9 @@ def hydra_headwise(model: nn.Module, inputs: Tensor, targets: Tensor | None = No
             ys = None if y is None else y[sl]
             if positions == "all":
                 return _all_chunk(model, adapter, ids[sl], ys, repl)
-            return _last_chunk(model, adapter, ids[sl], ys, repl, batch_size)
+            return _last_chunk(model, adapter, ids[sl], ys, repl)
 
-        per = max(1, batch_size // (L * H + 1 if positions == "last" else H))  # inputs per chunk
+        per = batch_size if positions == "last" else max(1, batch_size // H)  # inputs per chunk
         parts = [chunk(sl) for sl in chunks(ids.shape[0], per)]
         r = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         u = frozen_norm_readout(adapter, r["final"].double(), r["y"]).double()  # [N, d]

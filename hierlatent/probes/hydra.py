@@ -119,7 +119,9 @@ class HydraProbe(Probe):
             paper's clean read-out) as L + 2 positions of one step over that single KV cache, so peak memory
             grows like a bare forward of ``batch_size`` windows (the KV cache of ``batch_size × T`` tokens).
             ``positions="all"``: a sequence is one window under one ablation (``batch_size // L`` windows a
-            chunk); ``headwise``: one window under one head ablation (``hydra.headwise``).
+            chunk); ``headwise`` at the last position: windows per chunk too, their L·H + 1 rows positions of
+            steps over the chunk's KV cache; ``headwise`` at every position: one window under one head
+            ablation (``hydra.headwise``).
         seed: seed of the random-token stimulus.
         headwise: also run McGrath et al.'s ablations head by head (``hydra.headwise``: direct, total and
             compensation per layer × head, same inputs, ``ablation`` and ``positions``); L·H + 1 rows per input.

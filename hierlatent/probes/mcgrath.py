@@ -29,7 +29,6 @@ over the inputs (over the ablated positions). Where it applies (``positions``):
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 import torch
@@ -39,6 +38,7 @@ from hierlatent.errors import ProbeError
 from hierlatent.probes.adapter import ModelAdapter
 from hierlatent.probes.intervene import (chunks, frozen_norm_readout, hooks, model_device, output_tensor,
                                          sdpa_probe_mode, token_logits, with_output)
+from hierlatent.probes.kvstep import prefill, shared_step
 
 Positions = Literal["last", "all"]
 
@@ -60,52 +60,18 @@ def _attention_mean(model: nn.Module, adapter: ModelAdapter, ids: Tensor, batch_
     return total / (ids.shape[0] if positions == "last" else ids.numel())
 
 
-def _cache_kwarg(model: nn.Module) -> str:
-    """The forward's KV-cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _step_mask(model: nn.Module, batch: int, prefix: int, rows: int, queries: int, device: torch.device) -> Tensor:
-    """Attention mask ``[B, 1, Q, P + Q]`` of the ablation step over a prefix of P cached positions.
-
-    Query r < R (the clean row, then one per ablated layer) sees the prefix and its own key P + r only, as
-    if it were the prefix's one next token; a follow query (r = R) also sees the clean row's key P. Boolean
-    (True = attend) for SDPA; additive for eager attention, which adds the mask to the scores.
-    """
-    keys = torch.arange(prefix + queries, device=device)
-    seen = (keys < prefix) | (keys == prefix + torch.arange(queries, device=device)[:, None])  # [Q, P + Q]
-    if queries > rows:
-        seen[rows, prefix] = True
-    if model.config._attn_implementation != "eager":
-        return seen.expand(batch, 1, *seen.shape)
-    dtype = next(model.parameters()).dtype
-    additive = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, torch.finfo(dtype).min)
-    return additive.expand(batch, 1, *seen.shape)
-
-
-def _maskable(model: nn.Module) -> None:
-    """SDPA (else eager) attention for ``_step_mask``'s arbitrary mask, which flash kernels cannot take; the
-    caller's ``probe_mode`` restores the implementation."""
-    if model.config._attn_implementation not in ("sdpa", "eager"):
-        try:
-            model.set_attn_implementation("sdpa")
-        except (ValueError, ImportError):  # an architecture without SDPA support
-            model.set_attn_implementation("eager")
-
-
 def _last_step(model: nn.Module, adapter: ModelAdapter, cache: Any, step: Tensor,
                repl: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """One forward of B inputs × Q new positions after their cached prefix: the L + 1 ablation rows and an
     optional clean follow row.
 
     ``step`` ``[B, Q]``: column 0 the clean row, column 1 + i ablates attention layer i (all at the prefix's
-    next position), column L + 1, if present, the next token after the clean row. ``_step_mask`` keeps the
-    rows apart, so each one sees exactly what a one-token step on its own copy of the cache would; the cache
+    next position), column L + 1, if present, the next token after the clean row. ``kvstep.step_mask`` keeps
+    the rows apart, so each one sees exactly what a one-token step on its own copy of the cache would; the cache
     is extended in place (by Q positions). Returns logits ``[B, R, V]`` of the R = L + 1 ablation rows,
     attention outputs ``[B, Q, L, d]`` and decoder-layer outputs ``[B, Q, L, d]`` at the new positions.
     """
-    L, (B, Q), R = adapter.n_layers, step.shape, adapter.n_layers + 1
-    P = cache.get_seq_length()
+    L, Q, R = adapter.n_layers, step.shape[1], adapter.n_layers + 1
     hit = torch.zeros(Q, L, dtype=torch.bool, device=step.device)  # [Q, L]: row 1 + i is ablated at layer i
     hit[torch.arange(1, R), torch.arange(L)] = True
     attn: list[Tensor | None] = [None] * L
@@ -125,12 +91,8 @@ def _last_step(model: nn.Module, adapter: ModelAdapter, cache: Any, step: Tensor
 
     regs = [(adapter.attention(l), "forward", make(l)) for l in range(L)]
     regs += [(adapter.layers[l], "forward", record(l)) for l in range(L)]
-    position = torch.full((B, Q), P, dtype=torch.long, device=step.device)  # [B, Q]; follow one further
-    position[:, R:] += 1
     with hooks(*regs):
-        logits = model(input_ids=step, attention_mask=_step_mask(model, B, P, R, Q, step.device),
-                       position_ids=position, **{_cache_kwarg(model): cache}, use_cache=True,
-                       logits_to_keep=Q).logits
+        logits = shared_step(model, cache, step, rows=R)
     return logits[:, :R], torch.stack(attn, 2), torch.stack(layer, 2)  # L x [B, Q, d] -> [B, Q, L, d]
 
 
@@ -143,8 +105,7 @@ def _last_chunk(model: nn.Module, adapter: ModelAdapter, ids: Tensor, y: Tensor 
     position, or, with ``follow`` tokens [B], at one more clean position fed ``follow``.
     """
     B, R = ids.shape[0], adapter.n_layers + 1
-    prefix = model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1)
-    cache = prefix["cache"] if "cache" in prefix else prefix["past_key_values"]  # renamed in transformers 5.2x
+    cache = prefill(model, ids[:, :-1])
     step = ids[:, -1:].expand(B, R)  # [B, R]: the clean row and one per ablated layer read the same token
     if follow is not None:
         step = torch.cat([step, follow[:, None]], 1)  # [B, R + 1]
@@ -275,8 +236,6 @@ def hydra_mcgrath(model: nn.Module, inputs: Tensor, targets: Tensor | None = Non
                 return _all_chunk(model, adapter, ids[sl], ys, repl)
             return _last_chunk(model, adapter, ids[sl], ys, repl, None if follow is None else follow[sl])
 
-        if positions == "last":
-            _maskable(model)
         per = batch_size if positions == "last" else max(1, batch_size // L)  # inputs per chunk
         parts = [chunk(sl) for sl in chunks(ids.shape[0], per)]
         r = {k: torch.cat([p[k] for p in parts], 1 if k.endswith("_abl") else 0) for k in parts[0]}

@@ -16,15 +16,16 @@ FLOPs are counted from the shape and what is actually computed (``work_flops``):
 prefill's K is its sequence length, no causal halving; a KV-cached one-token row has K = cache length + 1),
 plus ``2·d·V`` per row whose logits are computed (``logits_to_keep=1`` keeps one row per sequence). So:
 - FV: source prompts ``P × 6`` (K = 6, one logit row each), target prefixes ``P × 5`` (K = 5, one logit row),
-  then ``P·(L + 1)`` one-token rows (clean + one patch per layer, K = 6, a logit row each);
+  then one step of ``L + 1`` positions per prompt: ``P·(L + 1)`` rows (clean + one patch per layer, K = 6, a
+  logit row each; the mask hides the other rows' ``L`` keys, which SDPA still scores, not counted);
 - Hydra (``batch_size = 16`` windows a chunk, all ``N`` here): McGrath's prefix ``N × (T − 2)`` (K = T − 2,
   one logit row), then one step of ``L + 2`` positions per window: ``N·(L + 1)`` ablation rows (K = T − 1,
   a logit row each) and the clean ``follow`` row (K = T, a logit row); the step's mask hides the other rows'
   ``L + 1`` keys, which SDPA still scores (not counted, < 0.5 % of the FLOPs); then the paper Δ's ``L − 1``
   zeroed one-token rows (K = 1); the dot-product read-outs are ``O(N·L²·d)`` and left out (< 0.1 %);
 - Syntax: ``S × 4`` prompt tokens (K = 4) and 3 logit rows per prompt (positions 0, 1, 3).
-KV-cache copies (``batch_repeat_interleave``), hooks and softmaxes are not FLOPs and are not counted: they
-are part of why a probe falls below the bare forward.
+Masks, hooks and softmaxes are not FLOPs and are not counted: they are part of why a probe falls below the
+bare forward.
 
 The matmul terms match ``torch.utils.flop_counter.FlopCounterMode``'s ``mm + bmm`` count at 2x64 (to 0.01 %;
 its ``mm`` alone is within 1.5 % at 4x128 and 8x256); that counter does not see CPU flash attention, so the

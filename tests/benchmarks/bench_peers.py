@@ -28,9 +28,10 @@ The nnsight versions follow nnsight 0.8's documentation (batched invokes, in-pla
 by identity, ad-hoc ``lm_head`` calls, barriers for cross-invoke writes): ``tests/benchmarks/peers_nnsight.py``
 says which pattern each uses. Why hierlatent is faster where it is: Hydra Δ zeroes the residual stream, so
 the ablated term does not depend on the input and one tiny zeroed forward replaces L·N full ones; McGrath's
-last-position ablations share the clean prefix through a KV cache, so each ablation is a one-token step instead
-of a full forward; FV patching likewise patches only the last position, so the target prompts' prefix runs
-once with a KV cache and the clean read-out and the L patches are one-token rows of one step: 6P + 5P + (L+1)P
+last-position ablations share the clean prefix through a KV cache, so each ablation is one position of a masked
+step instead of a full forward; FV patching likewise patches only the last position, so the target prompts'
+prefix runs once with a KV cache and the clean read-out and the L patches are L + 1 positions of one step (the
+``kvstep`` mask keeps each to the prefix and its own key, no copy of the cache per patch): 6P + 5P + (L+1)P
 token passes against nnsight's (L+2)·6P (about 3x fewer at the paper's 16 layers, 1.4x at 4). Before that
 change (the probe ran (L+2) full prompts per pair, like nnsight) the FV row was ~0.9x at 4x128. At toy sizes
 (2x32, a few 16-token windows) the Hydra, McGrath and FV rows drop below 1x (0.5-0.7x measured): there every

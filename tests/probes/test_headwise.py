@@ -28,8 +28,8 @@ def _max_diff(a: list, b: list) -> float:
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 @pytest.mark.parametrize("positions, batch_size", [("last", 16), ("last", 5), ("all", 3)])
 def test_headwise_matches_reference(arch, ablation, positions, batch_size):
-    """3 layers × 2 heads = 7 rows per input: with 16 rows two inputs share each step; with 5 one input runs
-    in steps of 5 + 2 rows, each from its own copy of the prefix cache; "all" runs one input (2 heads) a chunk."""
+    """3 layers × 2 heads = 7 rows per input, one step over each chunk's prefix: all 4 inputs a chunk at 16, 4 + 0
+    at 5 (the "last" batch size counts inputs); "all" runs one input (2 heads) a chunk at 3."""
     model = tiny_model(arch, n_layers=3)
     x = torch.randint(0, 1003, (4, 8), generator=torch.Generator().manual_seed(1))
     targets = None if arch in ("gpt2", "olmo") else x[:, -1]  # both target modes
@@ -40,6 +40,26 @@ def test_headwise_matches_reference(arch, ablation, positions, batch_size):
         assert len(got[key]) == 3 and all(len(row) == 2 for row in got[key])
         assert _max_diff(got[key], ref[key]) < 1e-9, key  # observed ~1e-17 in float64; brief asks 1e-5
     assert got["ablation"] == ablation and got["positions"] == positions
+
+
+@pytest.mark.parametrize("min_rows", [1, 2, 3])
+def test_headwise_steps_of_few_rows_match_one_step(monkeypatch, min_rows):
+    """Rows split over several steps of one prefix cache (each step's positions dropped before the next) give
+    the one-step numbers: 2-token inputs (prefix 1) step at most max(1, min_rows) rows at a time."""
+    import hierlatent.probes.headwise as headwise
+
+    model = tiny_model("llama", n_layers=3)
+    x = torch.randint(0, 1003, (3, 2), generator=torch.Generator().manual_seed(4))
+    one = hydra_headwise(model, x, None, ablation="mean", batch_size=2)
+    monkeypatch.setattr(headwise, "MIN_STEP_ROWS", min_rows)
+    steps = []
+    real = headwise._last_step
+    monkeypatch.setattr(headwise, "_last_step", lambda *a: steps.append(len(a[4])) or real(*a))
+    got = hydra_headwise(model, x, None, ablation="mean", batch_size=2)
+    groups = [min_rows] * (7 // min_rows) + ([7 % min_rows] if 7 % min_rows else [])  # 7 rows per input
+    assert steps == groups * 2  # two chunks (2 + 1 inputs)
+    for key in KEYS:
+        assert _max_diff(got[key], one[key]) < 1e-9, key
 
 
 def test_headwise_eager_attention_matches_reference(monkeypatch):
