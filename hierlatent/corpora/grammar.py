@@ -21,7 +21,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from hierlatent.corpora._grammar_compile import CompiledGrammar, compile_grammar
+from hierlatent.corpora._grammar_compile import compile_grammar
 from hierlatent.corpora.base import SPLIT_IDS, CorpusGenerator, Vocabulary, check_int, entropy, tail_vocabulary
 from hierlatent.errors import GrammarError
 

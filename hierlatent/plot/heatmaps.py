@@ -19,7 +19,7 @@ from hierlatent.plot.data import layer_matrix, step_edges
 from hierlatent.plot.panels import UNDEFINED_GREY, Options, Panel, band_title, caption, no_data, undefined_legend, ylabel
 from hierlatent.plot.sources import Source
 from hierlatent.plot.stats import band, t_halfwidth
-from hierlatent.plot.style import empty_panel, step_axis
+from hierlatent.plot.style import step_axis
 from hierlatent.plot.tidy import Rows
 
 MCGRATH = ("hydra", "mcgrath", "compensation")

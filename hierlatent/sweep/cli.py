@@ -15,6 +15,7 @@ from typing import Literal
 
 from hierlatent.errors import ConfigError
 from hierlatent.io import check_writable
+from hierlatent.sweep.loggers import check_loggers
 from hierlatent.sweep.plan import FINISHED, check_reuse, plan_runs, write_manifest
 from hierlatent.sweep.spec import load_sweep, parse_seeds
 
@@ -47,6 +48,7 @@ def sweep(
         The exit status: 0 when every run finished (or was submitted), 1 when any failed.
     """
     spec = load_sweep(sweep_file)
+    check_loggers(spec.conditions, tuple(spec.fit_args) + tuple(fit_args))
     P = spec.parallel if parallel is None else parallel
     if P < 1:
         raise ConfigError(f"--parallel: must be >= 1, got {P}")

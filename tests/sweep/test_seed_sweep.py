@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+import yaml
 
 from hltest import TESTS_DIR, run_hierlatent
 from sweep_helpers import write_tiny_sweep
@@ -188,3 +189,46 @@ def test_cli_error_is_one_line(tmp_path):
     out = run_hierlatent(["sweep", "missing.yaml", "--output_dir", "out", "--parallel", "x"], cwd=tmp_path, check=False)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert out.stderr.startswith("error: --parallel: invalid value x")
+
+
+WANDB, MLFLOW = "lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.loggers.MLFlowLogger"
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("config", "tiny.yaml: trainer.logger: " + WANDB),
+    ("override", "conditions.b.overrides: trainer.logger: " + MLFLOW),
+    ("fit_args", "fit_args: --trainer.logger: " + MLFLOW),
+])
+def test_a_logger_without_a_folder_per_run_is_refused_before_any_run(tmp_path, where, expected):
+    """W&B files a run under <project>/<version> and MLflow has no name/version: every condition's seed-s run
+    would share a folder, so the sweep refuses them (one error line, exit 2) and writes nothing."""
+    write_tiny_sweep(tmp_path)
+    tiny = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    args = ["sweep", "sweep.yaml", "--output_dir", "out"]
+    if where == "config":
+        tiny["trainer"]["logger"] = {"class_path": WANDB, "init_args": {"offline": True}}
+        (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    elif where == "override":
+        sweep = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+        sweep["conditions"]["b"]["overrides"]["trainer.logger"] = MLFLOW
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    else:
+        args += ["--", f"--trainer.logger={MLFLOW}"]
+    out = run_hierlatent(args, cwd=tmp_path, check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(f"error: {expected} (condition ") and "TensorBoardLogger and CSVLogger" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_tensorboard_and_csv_loggers_pass_the_logger_check(tmp_path):
+    from hierlatent.sweep.loggers import check_loggers
+
+    write_tiny_sweep(tmp_path)
+    tiny = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    tiny["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger"}, {"class_path": WANDB}]
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))  # the first logger's folder holds the run
+    spec = load_sweep(tmp_path / "sweep.yaml")
+    check_loggers(spec.conditions, ("--trainer.max_steps", "3"))
+    check_loggers(spec.conditions, ("--trainer.logger", "TensorBoardLogger"))
+    with pytest.raises(ConfigError, match="fit_args: --trainer.logger: WandbLogger"):
+        check_loggers(spec.conditions, ("--trainer.logger.class_path=WandbLogger",))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hierlatent.cli import HierlatentCLI
+from hierlatent.sweep.loggers import check_loggers
 from hierlatent.sweep.plan import hierlatent_command, plan_runs
 from hierlatent.sweep.spec import load_sweep
 
@@ -26,6 +27,7 @@ def test_sweep_file_conditions_instantiate(sweep, tmp_cache, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = load_sweep(sweep)
     assert len(spec.conditions) >= 2 and len(spec.seeds) >= 5
+    check_loggers(spec.conditions, spec.fit_args)  # every condition logs where the sweep can place its runs
     for run in plan_runs(spec, tmp_cache / "out")[: len(spec.conditions)]:  # one run per condition
         words = run.fit_args()[1:]
         i = words.index("--trainer.logger.init_args.save_dir=" + str(tmp_cache / "out"))
