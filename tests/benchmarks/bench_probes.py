@@ -10,6 +10,7 @@ From the repository root (``-m`` makes ``tests.probes.reference_*`` importable):
     python -m tests.benchmarks.bench_probes            # paper settings (100 held-out windows × 512)
     python -m tests.benchmarks.bench_probes --quick    # small stimuli, a few minutes on a laptop CPU
     python -m tests.benchmarks.bench_probes --extras   # + rows for options outside callbacks/paper.yaml
+    python -m tests.benchmarks.bench_probes --extras --only headwise   # just the rows whose name contains it
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extras", action="store_true",
                    help="also time options outside callbacks/paper.yaml (rows marked *, not in the suite total): "
                         "the paper's Hydra Δ without McGrath, McGrath ablating every position, headwise McGrath")
+    p.add_argument("--only", metavar="TEXT", help="run only the rows whose name contains TEXT (the total then "
+                   "covers those rows, not the whole suite)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.quick:
@@ -153,15 +156,20 @@ def main(argv: list[str] | None = None) -> None:
     tot_b = tot_r = 0.0
     worst = 0.0
     entries = other_entries(model, heldout, args) + hydra_fv_entries(model, heldout, args)
+    if args.only:
+        entries = [e for e in entries if args.only in e[0]]
+        if not entries:
+            p.error(f"--only: no row name contains {args.only!r}")
     for name, batched, reference, comparable in entries:
         out_b, t_b = timed(batched, args.device)
         out_r, t_r = timed(reference, args.device)
         diff = max_diff(comparable(out_b), comparable(out_r))
         worst = max(worst, diff)
-        if not name.endswith("*"):  # starred rows are options outside callbacks/paper.yaml
+        if not name.endswith("*") or args.only:  # starred rows are options outside callbacks/paper.yaml
             tot_b, tot_r = tot_b + t_b, tot_r + t_r
         print(f"{name:38s} {t_b:10.2f} {t_r:12.2f} {t_r / t_b:8.1f}x {diff:13.2e}", flush=True)
-    print(f"{'whole suite (callbacks/paper.yaml)':38s} {tot_b:10.2f} {tot_r:12.2f} {tot_r / tot_b:8.1f}x "
+    total = f"rows matching {args.only!r}" if args.only else "whole suite (callbacks/paper.yaml)"
+    print(f"{total:38s} {tot_b:10.2f} {tot_r:12.2f} {tot_r / tot_b:8.1f}x "
           f"{worst:13.2e}  (target >= 10x)")
 
 
