@@ -55,9 +55,9 @@ def _from_flags(words: tuple[str, ...] | list[str]) -> str | None:
     return found
 
 
-def _condition_logger(condition: Condition, fit_args: tuple[str, ...]) -> tuple[str, str] | None:
-    """(logger class, where it was chosen) for one condition: its configs in order, its overrides, the fit
-    flags; None where none names one (the default TensorBoard logger). Unreadable configs are fit's to report."""
+def _condition_logger(condition: Condition) -> tuple[str, str] | None:
+    """(logger class, where it was chosen) for one condition: its configs in order, then its overrides; None
+    where none names one (the default TensorBoard logger). Unreadable configs are fit's to report."""
     found = None
     for config in condition.configs:
         try:
@@ -65,19 +65,24 @@ def _condition_logger(condition: Condition, fit_args: tuple[str, ...]) -> tuple[
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         trainer = data.get("trainer") if isinstance(data, dict) else None
-        if isinstance(trainer, dict) and _class_of(trainer.get("logger")):
-            found = (_class_of(trainer["logger"]), f"{config}: trainer.logger")
+        cls = _class_of(trainer.get("logger")) if isinstance(trainer, dict) else None
+        if cls:
+            found = (cls, f"{config}: trainer.logger")
     for key in ("trainer.logger", "trainer.logger.class_path"):
-        if _class_of(condition.overrides.get(key)):
-            found = (_class_of(condition.overrides[key]), f"conditions.{condition.name}.overrides: {key}")
-    flagged = _from_flags(fit_args)
-    return (flagged, "fit_args: --trainer.logger") if flagged else found
+        cls = _class_of(condition.overrides.get(key))
+        if cls:
+            found = (cls, f"conditions.{condition.name}.overrides: {key}")
+    return found
 
 
 def check_loggers(conditions: tuple[Condition, ...], fit_args: tuple[str, ...]) -> None:
-    """Refuse a condition whose logger is W&B's, MLflow's, Comet's or Neptune's (ConfigError naming file and field)."""
+    """Refuse a condition whose logger is W&B's, MLflow's, Comet's or Neptune's (ConfigError naming file and field).
+
+    A ``--trainer.logger`` among ``fit_args`` (appended to every run) outranks each condition's own choice.
+    """
+    flagged = _from_flags(fit_args)
     for condition in conditions:
-        chosen = _condition_logger(condition, fit_args)
+        chosen = (flagged, "fit_args: --trainer.logger") if flagged else _condition_logger(condition)
         if chosen and chosen[0].rsplit(".", 1)[-1] in NO_FOLDER_LOGGERS:
             cls, where = chosen
             raise ConfigError(
